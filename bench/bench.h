@@ -1,0 +1,28 @@
+// Benchmark registry of `peft_bench` (`make bench`): each bench/*.cpp registers its figures with
+// PEFT_BENCH; `peft_bench [name-substring]` runs all or a selection and prints one line per figure.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace peft::bench {
+
+struct Bench {
+  std::string name;
+  std::function<void()> run;
+};
+
+std::vector<Bench>& benches();
+
+struct Registrar {
+  Registrar(std::string name, std::function<void()> fn) { benches().push_back({std::move(name), std::move(fn)}); }
+};
+
+inline double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace peft::bench
+
+#define PEFT_BENCH(name, fn) static ::peft::bench::Registrar peft_bench_registrar_##fn(name, fn)
