@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -488,4 +489,41 @@ TEST_F(SafetensorsTest, FailedSaveKeepsExistingFile) {
 
   // And the original still loads.
   expect_identical(load_safetensors(p).at("orig"), at::arange(8, at::kFloat), "orig");
+}
+
+TEST_F(SafetensorsTest, MangledFilesNeverCrash) {
+  // Byte flips, digit swaps and cuts of a valid file: each load either succeeds or throws
+  // std::runtime_error naming the file; never a crash or an out-of-bounds read.
+  std::string good = path("good.safetensors");
+  save_safetensors(good, {{"a", random_bits(at::kFloat, {3, 2})},
+                          {"b", random_bits(at::kBFloat16, {5})},
+                          {"c", at::empty({0, 4}, at::kLong)},
+                          {"d", random_bits(at::kBool, {7})}});
+  const std::string bytes = read_bytes(good);
+  const std::string p = path("mangled.safetensors");
+  const char swaps[] = "0123456789[]{},:\"-.eE ";
+  std::mt19937 rng(1234);
+  int loaded = 0, rejected = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::string m = bytes;
+    int kind = round % 3;
+    if (kind == 0) {
+      m[rng() % m.size()] = static_cast<char>(rng() % 256);
+    } else if (kind == 1) {
+      size_t at = 8 + rng() % (m.size() - 8);
+      m[at] = swaps[rng() % (sizeof swaps - 1)];
+    } else {
+      m.resize(rng() % m.size());
+    }
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << m;
+    try {
+      auto t = load_safetensors(p);
+      ++loaded;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(p), std::string::npos) << e.what();
+      ++rejected;
+    }
+  }
+  EXPECT_GT(rejected, 1000);
+  EXPECT_GT(loaded, 0);
 }
