@@ -1,0 +1,156 @@
+// The family-independent part of a model: loading weights by state-dict name, initialisation,
+// saving a Hugging Face checkpoint, the causal-LM loss, and the factory from config.json.
+#include "peft/model.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "peft/families.h"
+#include "peft/safetensors.h"
+
+namespace peft {
+
+std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> Model::linear_modules() {
+  std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value())) out.emplace_back(item.key(), lin);
+  }
+  return out;
+}
+
+bool Model::ignorable_key(const std::string& key) const {
+  auto ends_with = [&](const std::string& s) {
+    return key.size() >= s.size() && key.compare(key.size() - s.size(), s.size(), s) == 0;
+  };
+  return ends_with("rotary_emb.inv_freq") || ends_with(".attn.bias") || ends_with(".attn.masked_bias") ||
+         ends_with("embeddings.position_ids") ||
+         (config_.tie_word_embeddings && key == "lm_head.weight");
+}
+
+static std::string list_names(const std::vector<std::string>& names, size_t max = 8) {
+  std::ostringstream os;
+  for (size_t i = 0; i < names.size() && i < max; ++i) os << (i ? ", " : "") << names[i];
+  if (names.size() > max) os << ", ... (" << names.size() << " in all)";
+  return os.str();
+}
+
+void Model::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& origin) {
+  auto params = named_parameters(/*recurse=*/true);
+  std::vector<std::string> missing, unexpected, bad_shape;
+  std::set<std::string> used;
+  for (const auto& p : params) {
+    auto it = tensors.find(p.key());
+    if (it == tensors.end()) {
+      missing.push_back(p.key());
+      continue;
+    }
+    used.insert(p.key());
+    if (it->second.sizes() != p.value().sizes()) {
+      std::ostringstream os;
+      os << p.key() << " has shape " << it->second.sizes() << " in the file, the model expects "
+         << p.value().sizes();
+      bad_shape.push_back(os.str());
+    }
+  }
+  for (const auto& kv : tensors) {
+    if (!used.count(kv.first) && !ignorable_key(kv.first)) unexpected.push_back(kv.first);
+  }
+  std::string hint = " (is this checkpoint of a different model or size than its config.json says?)";
+  if (!bad_shape.empty()) throw std::runtime_error(origin + ": shape mismatch: " + list_names(bad_shape, 4) + hint);
+  if (!missing.empty()) throw std::runtime_error(origin + ": missing tensors for " + config_.architecture + ": " + list_names(missing) + hint);
+  if (!unexpected.empty()) throw std::runtime_error(origin + ": tensors the model does not have: " + list_names(unexpected) + hint);
+  at::NoGradGuard no_grad;
+  for (auto& p : params) p.value().copy_(tensors.at(p.key()).to(p.value().scalar_type()));
+}
+
+std::map<std::string, at::Tensor> Model::state_dict_tensors() {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : named_parameters(true)) out[p.key()] = p.value().detach();
+  return out;
+}
+
+void Model::init_weights(double initializer_range) {
+  at::NoGradGuard no_grad;
+  for (auto& p : named_parameters(true)) {
+    const std::string& n = p.key();
+    auto ends_with = [&](const std::string& s) {
+      return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0;
+    };
+    bool is_norm = n.find("norm") != std::string::npos || n.find("LayerNorm") != std::string::npos ||
+                   n.find("ln_") != std::string::npos;
+    if (ends_with(".bias")) {
+      p.value().zero_();
+    } else if (is_norm) {
+      p.value().fill_(1.0);
+    } else {
+      p.value().normal_(0.0, initializer_range);
+    }
+  }
+}
+
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  auto T = logits.size(1);
+  auto shift_logits = logits.narrow(1, 0, T - 1).to(at::kFloat).reshape({-1, logits.size(-1)});
+  auto shift_labels = labels.narrow(1, 1, T - 1).reshape({-1}).to(at::kLong);
+  return at::cross_entropy_loss(shift_logits, shift_labels, {}, at::Reduction::Mean, -100);
+}
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "f32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return at::kHalf;
+  throw std::runtime_error("unknown dtype \"" + name + "\" (use float32 or bfloat16)");
+}
+
+std::shared_ptr<Model> build_model(const ModelConfig& c, const LoadOptions& options) {
+  std::shared_ptr<Model> m;
+  switch (c.family) {
+    case Family::Llama: m = make_llama(c); break;
+    case Family::GPT2: m = make_gpt2(c); break;
+    case Family::Bert:
+    case Family::Roberta: m = make_bert(c); break;
+  }
+  m->init_weights(c.raw.value("initializer_range", 0.02));
+  m->to(options.device, options.dtype);
+  return m;
+}
+
+std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) throw std::runtime_error(dir + ": not a directory (expected a Hugging Face model directory with config.json and model.safetensors)");
+  auto config = ModelConfig::from_file((fs::path(dir) / "config.json").string());
+  std::shared_ptr<Model> m;
+  switch (config.family) {
+    case Family::Llama: m = make_llama(config); break;
+    case Family::GPT2: m = make_gpt2(config); break;
+    case Family::Bert:
+    case Family::Roberta: m = make_bert(config); break;
+  }
+  auto tensors = load_safetensors(dir);
+  m->load_state(tensors, dir);
+  m->to(options.device, options.dtype);
+  return m;
+}
+
+void save_model(Model& model, const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  auto config = model.config().raw;
+  std::string tmp = (fs::path(dir) / "config.json.tmp").string();
+  {
+    std::ofstream out(tmp);
+    out << config.dump(2) << "\n";
+    if (!out) throw std::runtime_error(tmp + ": write failed");
+  }
+  fs::rename(tmp, fs::path(dir) / "config.json");
+  auto tensors = model.state_dict_tensors();
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
+}
+
+}  // namespace peft
