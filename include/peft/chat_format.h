@@ -57,9 +57,11 @@ class ChatFormat {
   // llama3.1's "Today Date" (default "26 Jul 2024", the template's own default).
   void set_date_string(const std::string& date) { date_ = date; }
 
-  // As apply_chat_template(messages, tokenize=False, add_generation_prompt=...). Throws
-  // std::runtime_error for what the template itself rejects (e.g. gemma's non-alternating roles).
-  RenderedChat render(const std::vector<ChatMessage>& messages, bool add_generation_prompt = false) const;
+  // As apply_chat_template(messages, tokenize=False, add_generation_prompt=...). Assistant messages
+  // before index learn_from are not marked (a prompt's example turns). Throws std::runtime_error for
+  // what the template itself rejects (e.g. gemma's non-alternating roles).
+  RenderedChat render(const std::vector<ChatMessage>& messages, bool add_generation_prompt = false,
+                      size_t learn_from = 0) const;
   std::string apply(const std::vector<ChatMessage>& messages, bool add_generation_prompt = false) const {
     return render(messages, add_generation_prompt).text();
   }

@@ -23,7 +23,8 @@ struct Example {
 // The JSONL record forms; a file holds one form throughout.
 enum class DataFormat {
   Text,              // {"text": ...}: loss on every token
-  PromptCompletion,  // {"prompt": ..., "completion": ...}: loss on the completion and eos only
+  PromptCompletion,  // {"prompt": ..., "completion": ...}: loss on the completion and eos only; both may
+                     // also be lists of messages (a conversation and its continuation)
   Messages,          // {"messages": [{"role", "content"}, ...]}: loss on assistant turns only
   Classification,    // {"text": ..., "label": int}: one class per text
 };
@@ -37,6 +38,8 @@ struct DatasetOptions {
   // template writes its own markers).
   bool add_bos = true;
   bool add_eos = true;
+  bool completion_only_loss = true;  // false: prompt/completion records learn the prompt too
+  bool assistant_only_loss = true;   // false: chat records learn every token, template text included
 };
 
 struct DatasetStats {

@@ -57,8 +57,10 @@ bool contains(const std::string& s, const std::string& p) { return s.find(p) != 
 // Collects rendered text, merging adjacent pieces with the same `assistant` flag.
 class Builder {
  public:
+  Builder(const std::vector<ChatMessage>& messages, size_t learn_from) : ms_(messages), learn_from_(learn_from) {}
   void prompt(const std::string& s) { add(s, false); }
-  void learn(const std::string& s) { add(s, true); }
+  // Text that belongs to message i: learned when it is an assistant message at or after learn_from.
+  void turn(size_t i, const std::string& s) { add(s, ms_[i].role == "assistant" && i >= learn_from_); }
   RenderedChat finish() { return std::move(out_); }
 
  private:
@@ -69,6 +71,8 @@ class Builder {
     else
       out_.segments.push_back({s, assistant});
   }
+  const std::vector<ChatMessage>& ms_;
+  size_t learn_from_;
   RenderedChat out_;
 };
 
@@ -80,8 +84,7 @@ void render_llama3(const Messages& ms, bool gen, bool header_always, const std::
   for (size_t i = 0; i < ms.size(); ++i) {
     const std::string header = "<|start_header_id|>" + ms[i].role + "<|end_header_id|>\n\n";
     b.prompt((i == 0 ? bos : "") + header);
-    const std::string body = trim(ms[i].content) + "<|eot_id|>";
-    ms[i].role == "assistant" ? b.learn(body) : b.prompt(body);
+    b.turn(i, trim(ms[i].content) + "<|eot_id|>");
   }
   if (gen || header_always) b.prompt("<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
@@ -108,16 +111,15 @@ void render_llama31(const Messages& ms, bool gen, const std::string& bos, const 
       continue;
     }
     b.prompt("<|start_header_id|>" + m.role + "<|end_header_id|>\n\n");
-    const std::string body = trim(m.content) + "<|eot_id|>";
-    m.role == "assistant" ? b.learn(body) : b.prompt(body);
+    b.turn(i, trim(m.content) + "<|eot_id|>");
   }
   if (gen) b.prompt("<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
 void render_chatml(const Messages& ms, bool gen, Builder& b) {
-  for (const ChatMessage& m : ms) {
-    b.prompt("<|im_start|>" + m.role + "\n");
-    m.role == "assistant" ? b.learn(m.content + "<|im_end|>") : b.prompt(m.content + "<|im_end|>");
+  for (size_t i = 0; i < ms.size(); ++i) {
+    b.prompt("<|im_start|>" + ms[i].role + "\n");
+    b.turn(i, ms[i].content + "<|im_end|>");
     b.prompt("\n");
   }
   if (gen) b.prompt("<|im_start|>assistant\n");
@@ -154,10 +156,10 @@ void render_qwen3(const Messages& ms, bool gen, Builder& b) {
       if (i > last_query && (i == n - 1 || !reasoning.empty())) {
         const std::string think = "<think>\n" + lstrip_newlines(rstrip_newlines(reasoning)) + "\n</think>\n\n";
         // An empty think block is the template's scaffolding, not something the model wrote.
-        reasoning.empty() ? b.prompt(think) : b.learn(think);
+        reasoning.empty() ? b.prompt(think) : b.turn(i, think);
         content = lstrip_newlines(content);
       }
-      b.learn(content + "<|im_end|>");
+      b.turn(i, content + "<|im_end|>");
       b.prompt("\n");
     } else if (m.role == "tool") {
       if (i == 0 || ms[i - 1].role != "tool") b.prompt("<|im_start|>user");
@@ -186,8 +188,7 @@ void render_gemma(const Messages& ms, bool gen, bool fold_system, const std::str
       throw std::runtime_error("Conversation roles must alternate user/assistant/user/assistant/...");
     const bool assistant = m.role == "assistant";
     b.prompt("<start_of_turn>" + (assistant ? std::string("model") : m.role) + "\n" + (i == first ? prefix : ""));
-    const std::string body = trim(m.content) + "<end_of_turn>";
-    assistant ? b.learn(body) : b.prompt(body);
+    b.turn(i, trim(m.content) + "<end_of_turn>");
     b.prompt("\n");
   }
   if (gen) b.prompt("<start_of_turn>model\n");
@@ -276,9 +277,10 @@ ChatFormat ChatFormat::from_config(const TokenizerConfig& config, const std::str
   return from_template(config.chat_template, bos);
 }
 
-RenderedChat ChatFormat::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
+RenderedChat ChatFormat::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                                size_t learn_from) const {
   if (messages.empty()) throw std::runtime_error("a conversation needs at least one message");
-  Builder b;
+  Builder b(messages, learn_from);
   const bool gen = add_generation_prompt;
   if (name_ == "llama3" || name_ == "llama3-genprompt")
     render_llama3(messages, gen, name_ == "llama3", bos_token_, b);

@@ -42,18 +42,24 @@ const std::string& string_field(const json& object, const std::string& key, cons
   return it->get_ref<const std::string&>();
 }
 
-std::vector<ChatMessage> messages_field(const json& record) {
-  const json& list = record["messages"];
+// A list of {"role", "content"} objects under `key`, appended to `messages`.
+void messages_field(const json& record, const std::string& key, std::vector<ChatMessage>& messages) {
+  auto it = record.find(key);
+  if (it == record.end()) throw LineError("missing field \"" + key + "\"");
+  const json& list = *it;
   if (!list.is_array() || list.empty())
-    throw LineError("expected a non-empty list of {\"role\", \"content\"} objects in \"messages\"");
-  std::vector<ChatMessage> messages;
+    throw LineError("expected a non-empty list of {\"role\", \"content\"} objects in \"" + key + "\"");
   for (size_t i = 0; i < list.size(); ++i) {
-    const std::string where = "messages[" + std::to_string(i) + "]";
+    const std::string where = key + "[" + std::to_string(i) + "]";
     if (!list[i].is_object()) throw LineError("expected a {\"role\", \"content\"} object in \"" + where + "\"");
     messages.push_back({string_field(list[i], "role", where + ".role"),
                         string_field(list[i], "content", where + ".content")});
   }
-  return messages;
+}
+
+// Conversational prompt/completion: {"prompt": [messages], "completion": [messages]}.
+bool is_conversational_prompt(const json& record, DataFormat format) {
+  return format == DataFormat::PromptCompletion && record.contains("prompt") && record["prompt"].is_array();
 }
 
 int64_t label_field(const json& record) {
@@ -115,16 +121,16 @@ class Loader {
     if (!record.is_object()) throw LineError("expected a JSON object");
     const DataFormat format = detect_format(record);
     if (!format_) {
-      if (format == DataFormat::Messages && !opt_.chat_format)
-        throw std::runtime_error(origin_ + ":" + std::to_string(number) +
-                                 ": \"messages\" records need a chat format: give --chat-format NAME or a "
-                                 "tokenizer_config.json with a chat_template");
       format_ = format;
       first_line_ = number;
     } else if (format != *format_) {
       throw LineError(std::string("expected a ") + record_name(*format_) + " record like line " +
                       std::to_string(first_line_) + ", found a " + record_name(format) + " record");
     }
+    if ((format == DataFormat::Messages || is_conversational_prompt(record, format)) && !opt_.chat_format)
+      throw std::runtime_error(origin_ + ":" + std::to_string(number) +
+                               ": conversational records need a chat format: give --chat-format NAME or a "
+                               "tokenizer_config.json with a chat_template");
     Example ex = make_example(record, format);
     truncate(ex);
     if (format != DataFormat::Classification && !has_target(ex)) {
@@ -145,25 +151,27 @@ class Loader {
         append(ex, eos, true);
         break;
       case DataFormat::PromptCompletion: {
+        if (is_conversational_prompt(record, format)) {
+          std::vector<ChatMessage> messages;
+          messages_field(record, "prompt", messages);
+          const size_t prompt_size = messages.size();
+          messages_field(record, "completion", messages);
+          add_chat(ex, messages, opt_.completion_only_loss ? prompt_size : 0);
+          break;
+        }
         // Encoded apart, so the prompt's tokens are exactly the ones masked.
         const std::string& prompt = string_field(record, "prompt", "prompt");
         const std::string& completion = string_field(record, "completion", "completion");
-        append(ex, bos, false);
-        append(ex, enc_.encode(prompt), false);
+        append(ex, bos, !opt_.completion_only_loss);
+        append(ex, enc_.encode(prompt), !opt_.completion_only_loss);
         append(ex, enc_.encode(completion), true);
         append(ex, eos, true);
         break;
       }
       case DataFormat::Messages: {
-        RenderedChat chat;
-        try {
-          chat = opt_.chat_format->render(messages_field(record), false);
-        } catch (const LineError&) {
-          throw;
-        } catch (const std::runtime_error& e) {  // what the template itself rejects
-          throw LineError(opt_.chat_format->name() + " chat format: " + e.what());
-        }
-        for (const ChatSegment& s : chat.segments) append(ex, enc_.encode(s.text), s.assistant);
+        std::vector<ChatMessage> messages;
+        messages_field(record, "messages", messages);
+        add_chat(ex, messages, 0);
         break;
       }
       case DataFormat::Classification:
@@ -174,6 +182,17 @@ class Loader {
         break;
     }
     return ex;
+  }
+
+  // Renders a conversation and appends its tokens; assistant messages from learn_from on are learned.
+  void add_chat(Example& ex, const std::vector<ChatMessage>& messages, size_t learn_from) const {
+    RenderedChat chat;
+    try {
+      chat = opt_.chat_format->render(messages, false, learn_from);
+    } catch (const std::runtime_error& e) {  // what the template itself rejects
+      throw LineError(opt_.chat_format->name() + " chat format: " + e.what());
+    }
+    for (const ChatSegment& s : chat.segments) append(ex, enc_.encode(s.text), s.assistant || !opt_.assistant_only_loss);
   }
 
   void truncate(Example& ex) {

@@ -137,6 +137,15 @@ TEST(ChatFormat, ChatMl) {
   EXPECT_EQ(assistant_texts(r), std::vector<std::string>{"A<|im_end|>"});
 }
 
+TEST(ChatFormat, AssistantTurnsBeforeLearnFromAreNotMarked) {
+  const std::vector<ChatMessage> ms = {{"user", "U1"}, {"assistant", "A1"}, {"user", "U2"}, {"assistant", "A2"}};
+  const auto f = ChatFormat::by_name("chatml");
+  EXPECT_EQ(assistant_texts(f.render(ms)), (std::vector<std::string>{"A1<|im_end|>", "A2<|im_end|>"}));
+  const auto r = f.render(ms, false, 2);
+  EXPECT_EQ(assistant_texts(r), std::vector<std::string>{"A2<|im_end|>"});
+  EXPECT_EQ(r.text(), f.apply(ms));
+}
+
 TEST(ChatFormat, GemmaRejectsWhatItsTemplateRejects) {
   const auto g3 = ChatFormat::by_name("gemma3");
   EXPECT_THROW(g3.render({{"user", "a"}, {"user", "b"}}), std::runtime_error);

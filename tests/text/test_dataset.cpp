@@ -135,6 +135,40 @@ TEST(Dataset, ChatMessagesLearnOnlyAssistantTurns) {
   }
 }
 
+TEST(Dataset, ConversationalPromptCompletionLearnsOnlyTheCompletion) {
+  const nlohmann::json record = {
+      {"prompt", {{{"role", "user"}, {"content", "U1"}}, {{"role", "assistant"}, {"content", "A1"}},
+                  {{"role", "user"}, {"content", "U2"}}}},
+      {"completion", {{{"role", "assistant"}, {"content", "A2"}}}}};
+  DatasetOptions opt;
+  opt.chat_format = ChatFormat::by_name("chatml");
+  const Dataset d = load(record.dump(), opt);
+  const std::string text =
+      "<|im_start|>user\nU1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nU2<|im_end|>\n"
+      "<|im_start|>assistant\nA2<|im_end|>\n";
+  ASSERT_EQ(d[0].input_ids, bytes_u(text));
+  const std::string learned = "A2<|im_end|>";
+  const size_t at = text.rfind(learned);
+  for (size_t i = 0; i < text.size(); ++i)
+    EXPECT_EQ(d[0].labels[i], i >= at && i < at + learned.size() ? d[0].input_ids[i] : kIgnoreIndex) << i;
+  // Without a chat format, conversational records cannot be read.
+  EXPECT_NE(error_of(record.dump()).find("data.jsonl:1: conversational records need a chat format"), std::string::npos);
+  nlohmann::json mixed = record;
+  mixed["completion"] = "A2";
+  EXPECT_EQ(error_of(mixed.dump(), opt), "data.jsonl:1: expected a non-empty list of {\"role\", \"content\"} objects in \"completion\"");
+}
+
+TEST(Dataset, WholeSequenceLossOptions) {
+  DatasetOptions opt;
+  opt.completion_only_loss = false;
+  const Dataset pc = load("{\"prompt\": \"ab\", \"completion\": \"c\"}", opt);
+  EXPECT_EQ(pc[0].labels, pc[0].input_ids);
+  opt.assistant_only_loss = false;
+  opt.chat_format = ChatFormat::by_name("qwen3");
+  const Dataset chat = load(R"({"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]})", opt);
+  EXPECT_EQ(chat[0].labels, chat[0].input_ids);
+}
+
 TEST(Dataset, ClassificationRecordsCarryTheirLabel) {
   const Dataset d = load("{\"text\": \"ab\", \"label\": 2}\n{\"text\": \"c\", \"label\": 0}\n");
   EXPECT_EQ(d.format(), DataFormat::Classification);
