@@ -32,7 +32,8 @@ struct Batch {
 
 struct ModelOutput {
   at::Tensor logits;  // causal LM: (B, T, vocab); classification: (B, num_labels); encoder: hidden states
-  at::Tensor loss;    // defined when labels were given
+  at::Tensor loss;    // defined when labels were given (with an adapter: regularisers included)
+  at::Tensor task_loss;  // the model's own loss, without regularisers
 };
 
 class Model : public torch::nn::Module {
