@@ -504,7 +504,7 @@ TEST_F(SafetensorsTest, MangledFilesNeverCrash) {
   const char swaps[] = "0123456789[]{},:\"-.eE ";
   std::mt19937 rng(1234);
   int loaded = 0, rejected = 0;
-  for (int round = 0; round < 3000; ++round) {
+  for (int round = 0; round < 1500; ++round) {
     std::string m = bytes;
     int kind = round % 3;
     if (kind == 0) {
@@ -524,6 +524,6 @@ TEST_F(SafetensorsTest, MangledFilesNeverCrash) {
       ++rejected;
     }
   }
-  EXPECT_GT(rejected, 1000);
+  EXPECT_GT(rejected, 500);
   EXPECT_GT(loaded, 0);
 }

@@ -51,7 +51,9 @@ class SafeTensorsFile {
 std::map<std::string, at::Tensor> load_safetensors(const std::string& path);
 
 // Writes `tensors` (any device, contiguous or not) to `path` atomically (temp file + rename),
-// with `metadata` in `__metadata__` (PEFT and transformers write {"format": "pt"}).
+// with `metadata` in `__metadata__` (PEFT and transformers write {"format": "pt"}; an empty map writes none).
+// Layout as the Python library writes it: larger dtypes first, then names in order, header padded to
+// 8 bytes, so a file of ours and theirs holding the same tensors are the same bytes.
 void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                       const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
