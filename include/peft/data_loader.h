@@ -9,7 +9,7 @@
 namespace peft {
 
 // Plain row-major int64 arrays of shape [batch_size, seq_len] (class_labels: [batch_size]).
-struct Batch {
+struct TokenBatch {
   int64_t batch_size = 0;
   int64_t seq_len = 0;                  // the longest row in the batch
   std::vector<int64_t> input_ids;       // padding holds the dataset's pad id
@@ -21,7 +21,7 @@ struct Batch {
 };
 
 // Right-pads `examples` into one batch.
-Batch collate(const std::vector<const Example*>& examples, int32_t pad_id);
+TokenBatch collate(const std::vector<const Example*>& examples, int32_t pad_id);
 
 struct LoaderOptions {
   int64_t batch_size = 8;
@@ -52,8 +52,8 @@ class DataLoader {
   LoaderPosition position() const { return position_; }
   void set_position(LoaderPosition p);  // throws if step is not below steps_per_epoch()
 
-  Batch next();                            // batch(position()), then moves on, to the next epoch after the last step
-  Batch batch(LoaderPosition p) const;     // any batch, the same every time for the same position
+  TokenBatch next();                            // batch(position()), then moves on, to the next epoch after the last step
+  TokenBatch batch(LoaderPosition p) const;     // any batch, the same every time for the same position
   std::vector<size_t> epoch_order(int64_t epoch) const;  // the order of rows in an epoch
 
  private:

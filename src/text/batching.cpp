@@ -18,8 +18,8 @@ uint64_t epoch_seed(uint64_t seed, int64_t epoch) {
 }
 
 // One batch from rows, each row the concatenation of its examples.
-Batch collate_rows(const std::vector<std::vector<const Example*>>& rows, int32_t pad_id) {
-  Batch b;
+TokenBatch collate_rows(const std::vector<std::vector<const Example*>>& rows, int32_t pad_id) {
+  TokenBatch b;
   b.batch_size = static_cast<int64_t>(rows.size());
   bool classification = false;
   for (const auto& row : rows) {
@@ -61,7 +61,7 @@ Batch collate_rows(const std::vector<std::vector<const Example*>>& rows, int32_t
 
 }  // namespace
 
-Batch collate(const std::vector<const Example*>& examples, int32_t pad_id) {
+TokenBatch collate(const std::vector<const Example*>& examples, int32_t pad_id) {
   std::vector<std::vector<const Example*>> rows;
   for (const Example* ex : examples) rows.push_back({ex});
   return collate_rows(rows, pad_id);
@@ -119,7 +119,7 @@ std::vector<size_t> DataLoader::epoch_order(int64_t epoch) const {
   return order;
 }
 
-Batch DataLoader::batch(LoaderPosition p) const {
+TokenBatch DataLoader::batch(LoaderPosition p) const {
   if (p.step < 0 || p.step >= steps_per_epoch()) throw std::out_of_range("loader step outside the epoch");
   if (p.epoch != cached_epoch_) {  // one shuffle per epoch, not per batch
     cached_order_ = epoch_order(p.epoch);
@@ -136,8 +136,8 @@ Batch DataLoader::batch(LoaderPosition p) const {
   return collate_rows(rows, data_->pad_id());
 }
 
-Batch DataLoader::next() {
-  Batch b = batch(position_);
+TokenBatch DataLoader::next() {
+  TokenBatch b = batch(position_);
   if (++position_.step == steps_per_epoch()) {
     position_.step = 0;
     ++position_.epoch;

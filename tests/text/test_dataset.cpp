@@ -177,7 +177,7 @@ TEST(Dataset, ClassificationRecordsCarryTheirLabel) {
   EXPECT_TRUE(d[0].labels.empty());
   EXPECT_EQ(d[0].class_label, 2);
   EXPECT_EQ(d.num_classes(), 3);
-  const Batch b = collate({&d[0], &d[1]}, d.pad_id());
+  const TokenBatch b = collate({&d[0], &d[1]}, d.pad_id());
   EXPECT_EQ(b.class_labels, (std::vector<int64_t>{2, 0}));
   EXPECT_TRUE(b.labels.empty());
 }
@@ -273,7 +273,7 @@ TEST(Dataset, TruncationCutsToMaxLengthAndCounts) {
 
 TEST(Batching, PaddingIsMaskedInLabelsAndAttention) {
   const Dataset d = load("{\"prompt\": \"ab\", \"completion\": \"c\"}\n{\"prompt\": \"a\", \"completion\": \"bcde\"}\n");
-  const Batch b = collate({&d[0], &d[1]}, d.pad_id());
+  const TokenBatch b = collate({&d[0], &d[1]}, d.pad_id());
   ASSERT_EQ(b.batch_size, 2);
   ASSERT_EQ(b.seq_len, 7);  // bos + 1 + 4 + eos
   const int64_t I = kIgnoreIndex;
@@ -335,7 +335,7 @@ TEST(Loader, EachEpochVisitsEveryExampleOnceInANewOrder) {
   std::vector<std::vector<std::string>> epochs(2);
   for (int e = 0; e < 2; ++e) {
     for (int s = 0; s < 4; ++s) {
-      const Batch b = loader.next();
+      const TokenBatch b = loader.next();
       for (int64_t r = 0; r < b.batch_size; ++r) {
         std::string t;
         for (int64_t k = 0; k < b.seq_len; ++k) {
@@ -363,7 +363,7 @@ TEST(Loader, RestoredPositionResumesTheSameSequence) {
   opt.batch_size = 2;
   opt.seed = 77;
   DataLoader first(d, opt);
-  std::vector<Batch> run;
+  std::vector<TokenBatch> run;
   std::vector<LoaderPosition> positions;
   for (int i = 0; i < 20; ++i) {
     positions.push_back(first.position());
@@ -375,7 +375,7 @@ TEST(Loader, RestoredPositionResumesTheSameSequence) {
   DataLoader resumed(d, opt);
   resumed.set_position({1, 4});
   for (int i = 10; i < 20; ++i) {
-    const Batch b = resumed.next();
+    const TokenBatch b = resumed.next();
     EXPECT_EQ(b.input_ids, run[i].input_ids) << i;
     EXPECT_EQ(b.labels, run[i].labels) << i;
   }
@@ -401,7 +401,7 @@ TEST(Loader, PackingFillsRowsAndIsolatesExamples) {
   opt.pack_length = 9;
   DataLoader loader(d, opt);
   ASSERT_EQ(loader.num_rows(), 2);  // [4 + 5], [3 + 6]
-  const Batch b = loader.next();
+  const TokenBatch b = loader.next();
   ASSERT_EQ(b.batch_size, 2);
   ASSERT_EQ(b.seq_len, 9);
   const int64_t I = kIgnoreIndex;
