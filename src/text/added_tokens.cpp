@@ -20,6 +20,8 @@ char32_t char_before(std::string_view s, size_t at) {
 }  // namespace
 
 void AddedVocabulary::Trie::insert(const std::string& s, int32_t id) {
+  if (s.empty()) return;
+  first_byte[static_cast<unsigned char>(s[0])] = true;
   int node = 0;
   for (unsigned char b : s) {
     uint64_t key = (static_cast<uint64_t>(node) << 8) | b;
@@ -35,6 +37,7 @@ void AddedVocabulary::Trie::insert(const std::string& s, int32_t id) {
 
 size_t AddedVocabulary::Trie::longest(std::string_view text, size_t at, int32_t& id) const {
   size_t best = 0;
+  if (!first_byte[static_cast<unsigned char>(text[at])]) return 0;
   int node = 0;
   for (size_t k = at; k < text.size(); ++k) {
     auto it = edges.find((static_cast<uint64_t>(node) << 8) | static_cast<unsigned char>(text[k]));

@@ -39,6 +39,7 @@ class AddedVocabulary {
   struct Trie {
     std::vector<int32_t> value{-1};  // node -> token id (-1: none)
     std::unordered_map<uint64_t, int> edges;
+    bool first_byte[256] = {};  // bytes some token starts with
     void insert(const std::string& s, int32_t id);
     // Longest token starting at text[at]: returns its length and sets id, or 0.
     size_t longest(std::string_view text, size_t at, int32_t& id) const;

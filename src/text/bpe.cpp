@@ -89,13 +89,6 @@ Bpe::Bpe(const json& j, const Where& w) : vocab_(Vocab::from_json(require(j, "vo
 
 void Bpe::tokenize(const std::string& word, std::vector<int32_t>& ids) const {
   if (word.empty()) return;
-  if (ignore_merges_) {
-    auto it = vocab_.ids.find(word);
-    if (it != vocab_.ids.end()) {
-      ids.push_back(it->second);
-      return;
-    }
-  }
   bool cacheable = word.size() < kMaxCachedWord;
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex_);
@@ -106,7 +99,9 @@ void Bpe::tokenize(const std::string& word, std::vector<int32_t>& ids) const {
     }
   }
   size_t first = ids.size();
-  merge_word(word, ids);
+  auto whole = ignore_merges_ ? vocab_.ids.find(word) : vocab_.ids.end();
+  if (whole != vocab_.ids.end()) ids.push_back(whole->second);
+  else merge_word(word, ids);
   if (cacheable) {
     std::lock_guard<std::mutex> lock(cache_mutex_);
     if (cache_.size() >= kCacheCapacity) cache_.clear();

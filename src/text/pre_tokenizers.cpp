@@ -1,5 +1,7 @@
 // Pre-tokenizers of tokenizer.json: Split, ByteLevel, Whitespace, WhitespaceSplit,
 // BertPreTokenizer, Metaspace, Punctuation, Digits, CharDelimiterSplit, FixedLength and Sequence.
+#include <array>
+
 #include "pipeline.h"
 #include "unicode.h"
 
@@ -62,15 +64,22 @@ class ByteLevel : public PreTokenizer {
       if (use_regex_) split_piece(p, gpt2.find_matches(p.text), SplitBehavior::Isolated, out);
       else out.push_back(std::move(p));
     });
+    static const auto table = [] {  // byte -> its character's UTF-8 (one or two bytes)
+      std::array<std::string, 256> t;
+      for (int b = 0; b < 256; ++b) t[b] = byte_to_unicode(static_cast<unsigned char>(b));
+      return t;
+    }();
     for (auto& p : pieces) {
       if (p.id >= 0) continue;
-      std::string mapped;
-      mapped.reserve(p.text.size() + 8);
-      size_t zero = 0;
+      std::string mapped(p.text.size() * 2, '\0');
+      size_t n = 0, zero = 0;
       for (size_t i = 0; i < p.text.size(); ++i) {
-        mapped += byte_to_unicode(static_cast<unsigned char>(p.text[i]));
-        if (i < p.zero_prefix) zero = mapped.size();
+        const std::string& c = table[static_cast<unsigned char>(p.text[i])];
+        mapped[n++] = c[0];
+        if (c.size() > 1) mapped[n++] = c[1];
+        if (i < p.zero_prefix) zero = n;
       }
+      mapped.resize(n);
       p.text = std::move(mapped);
       p.zero_prefix = zero;
     }

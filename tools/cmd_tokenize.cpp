@@ -1,0 +1,91 @@
+// `peft tokenize`: encodes JSON strings read one per line from stdin into JSON arrays of token
+// ids with a tokenizer.json (or decodes arrays of ids back into strings with --decode).
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+
+#include "command.h"
+#include "peft/tokenizer.h"
+
+namespace {
+
+const char* kUsage =
+    "usage: peft tokenize TOKENIZER_JSON [--special] [--decode [--skip-special]]\n"
+    "\n"
+    "Reads one JSON string per line on stdin and writes its token ids as a JSON array per line.\n"
+    "  --special       add the special tokens of the tokenizer's post-processor (e.g. <s>)\n"
+    "  --decode        read JSON arrays of ids instead and write the decoded JSON strings\n"
+    "  --skip-special  with --decode, leave special tokens out of the text\n"
+    "\n"
+    "example:\n"
+    "  echo '\"Hello world\"' | peft tokenize tokenizer.json\n"
+    "  [9906,1917]\n"
+    "  echo '[9906,1917]' | peft tokenize tokenizer.json --decode\n"
+    "  \"Hello world\"\n";
+
+int run_tokenize(const std::vector<std::string>& args) {
+  std::string path;
+  bool special = false, decode = false, skip_special = false;
+  for (const auto& a : args) {
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (a == "--special") {
+      special = true;
+    } else if (a == "--decode") {
+      decode = true;
+    } else if (a == "--skip-special") {
+      skip_special = true;
+    } else if (!a.empty() && a[0] == '-') {
+      std::cerr << "peft tokenize: unknown option '" << a << "'\n\n" << kUsage;
+      return 2;
+    } else if (path.empty()) {
+      path = a;
+    } else {
+      std::cerr << "peft tokenize: one tokenizer file expected, got '" << path << "' and '" << a << "'\n\n" << kUsage;
+      return 2;
+    }
+  }
+  if (path.empty()) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  auto tokenizer = peft::Tokenizer::from_file(path);
+  std::ios::sync_with_stdio(false);
+  std::string line;
+  for (size_t number = 1; std::getline(std::cin, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw std::runtime_error("stdin line " + std::to_string(number) + ": not valid JSON: " + e.what());
+    }
+    if (decode) {
+      std::vector<int32_t> ids;
+      bool ok = value.is_array();
+      for (auto& v : value) {
+        ok = ok && v.is_number_integer();
+        if (ok) ids.push_back(v.get<int32_t>());
+      }
+      if (!ok) throw std::runtime_error("stdin line " + std::to_string(number) + ": expected a JSON array of token ids");
+      std::cout << nlohmann::json(tokenizer.decode(ids, skip_special)).dump(-1, ' ', false,
+                                                                            nlohmann::json::error_handler_t::replace)
+                << '\n';
+    } else {
+      if (!value.is_string()) throw std::runtime_error("stdin line " + std::to_string(number) + ": expected a JSON string");
+      try {
+        std::cout << nlohmann::json(tokenizer.encode(value.get<std::string>(), special)).dump() << '\n';
+      } catch (const std::runtime_error& e) {
+        throw std::runtime_error("stdin line " + std::to_string(number) + ": " + e.what());
+      }
+    }
+  }
+  std::cout.flush();
+  return 0;
+}
+
+}  // namespace
+
+PEFT_COMMAND("tokenize", "encode JSON strings from stdin into token ids with a tokenizer.json", run_tokenize);
