@@ -154,7 +154,7 @@ bool is_mark_nonspacing(char32_t c) { return category(c) == UTF8PROC_CATEGORY_MN
 
 bool is_other(char32_t c) {
   int k = category(c);
-  return k == UTF8PROC_CATEGORY_CN || k >= UTF8PROC_CATEGORY_CC;
+  return k == UTF8PROC_CATEGORY_CC || k == UTF8PROC_CATEGORY_CF || k == UTF8PROC_CATEGORY_CO;
 }
 
 bool is_chinese_char(char32_t c) {

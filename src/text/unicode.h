@@ -27,7 +27,7 @@ bool is_punctuation(char32_t c);         // ASCII punctuation or Unicode P*
 bool is_numeric(char32_t c);             // char::is_numeric (Nd, Nl, No)
 bool is_combining_mark(char32_t c);      // General_Category M
 bool is_mark_nonspacing(char32_t c);     // General_Category Mn
-bool is_other(char32_t c);               // General_Category C* (Cc, Cf, Cs, Co, Cn)
+bool is_other(char32_t c);               // unicode_categories' is_other: Cc, Cf or Co
 bool is_chinese_char(char32_t c);        // the CJK blocks BERT pads with spaces
 // char::to_lowercase (full mapping: U+0130 becomes two characters).
 void append_lowercase(std::string& out, char32_t c);
