@@ -1,5 +1,5 @@
 // Normalizers of tokenizer.json: NFC/NFD/NFKC/NFKD, Lowercase, Replace, Prepend, Strip,
-// StripAccents, Nmt, ByteLevel, BertNormalizer and Sequence, each as tokenizers defines it.
+// StripAccents, Nmt, ByteLevel, BertNormalizer, Precompiled and Sequence, as tokenizers defines them.
 #include <utf8proc.h>
 
 #include <cstdlib>
@@ -194,6 +194,124 @@ class BertNormalizer : public Normalizer {
   bool clean_text_, chinese_, strip_accents_, lowercase_;
 };
 
+std::string base64_decode(const std::string& in, const Where& w) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    return c == '+' ? 62 : c == '/' ? 63 : -1;
+  };
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    if (c == '=') break;
+    int v = value(c);
+    if (v < 0) w.fail("precompiled_charsmap is not valid base64");
+    acc = (acc << 6) | static_cast<uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFF);
+    }
+  }
+  return out;
+}
+
+// SentencePiece's compiled normalization rules (T5, XLM-R, ALBERT, ...): a double-array trie
+// from UTF-8 prefixes to replacement strings, applied per grapheme cluster as tokenizers does.
+class Precompiled : public Normalizer {
+ public:
+  Precompiled(const std::string& charsmap, const Where& w) {
+    if (charsmap.empty()) return;  // no rules
+    if (charsmap.size() < 4) w.fail("precompiled_charsmap is truncated");
+    uint32_t trie_bytes = 0;
+    for (int i = 3; i >= 0; --i) trie_bytes = (trie_bytes << 8) | static_cast<unsigned char>(charsmap[i]);
+    if (trie_bytes / 4 > (charsmap.size() - 4) / 4) w.fail("precompiled_charsmap is truncated");
+    trie_.resize(trie_bytes / 4);
+    for (size_t k = 0; k < trie_.size(); ++k) {
+      uint32_t u = 0;
+      for (int i = 3; i >= 0; --i) u = (u << 8) | static_cast<unsigned char>(charsmap[4 + 4 * k + i]);
+      trie_[k] = u;
+    }
+    normalized_ = charsmap.substr(4 + 4 * trie_.size());
+    if (!is_valid_utf8(normalized_)) w.fail("precompiled_charsmap replacements are not valid UTF-8");
+  }
+
+  void normalize(Piece& p) const override {
+    if (trie_.empty() || p.text.empty()) return;
+    const std::string& s = p.text;
+    std::string out;
+    out.reserve(s.size());
+    size_t zero = 0;
+    bool modified = false;
+    auto emit = [&](size_t start, std::string_view text) {
+      out.append(text);
+      if (start < p.zero_prefix) zero = out.size();
+    };
+    utf8proc_int32_t state = 0;
+    for (size_t g = 0; g < s.size();) {
+      size_t end = g;  // [g, end): one extended grapheme cluster
+      char32_t prev = next_char(s, end);
+      while (end < s.size()) {
+        size_t j = end;
+        char32_t c = next_char(s, j);
+        if (utf8proc_grapheme_break_stateful(static_cast<utf8proc_int32_t>(prev), static_cast<utf8proc_int32_t>(c), &state))
+          break;
+        prev = c;
+        end = j;
+      }
+      std::string_view grapheme(s.data() + g, end - g);
+      if (grapheme.size() < 6) {
+        if (auto r = transform(grapheme)) {
+          emit(g, *r);
+          modified = true;
+          g = end;
+          continue;
+        }
+      }
+      for (size_t k = g; k < end;) {
+        size_t start = k;
+        k += char_len(static_cast<unsigned char>(s[k]));
+        std::string_view one(s.data() + start, k - start);
+        auto r = transform(one);
+        modified = modified || r.has_value();
+        emit(start, r ? *r : one);
+      }
+      g = end;
+    }
+    if (!modified) return;
+    p.text = std::move(out);
+    p.zero_prefix = zero;
+  }
+
+ private:
+  // The replacement for the shortest rule matching a prefix of chunk (spm_precompiled's transform).
+  std::optional<std::string_view> transform(std::string_view chunk) const {
+    auto offset = [](uint32_t u) { return (u >> 10) << ((u & (1u << 9)) >> 6); };
+    size_t node = offset(trie_[0]);
+    for (unsigned char b : chunk) {
+      if (b == 0) break;
+      node ^= b;
+      if (node >= trie_.size()) return std::nullopt;
+      uint32_t unit = trie_[node];
+      if ((unit & ((1u << 31) | 0xFF)) != b) return std::nullopt;
+      node ^= offset(unit);
+      if (node >= trie_.size()) return std::nullopt;
+      if ((unit >> 8) & 1) {
+        size_t at = trie_[node] & ((1u << 31) - 1);
+        if (at > normalized_.size()) return std::nullopt;
+        size_t stop = normalized_.find('\0', at);
+        return std::string_view(normalized_).substr(at, (stop == std::string::npos ? normalized_.size() : stop) - at);
+      }
+    }
+    return std::nullopt;
+  }
+
+  std::vector<uint32_t> trie_;
+  std::string normalized_;
+};
+
 class SequenceNormalizer : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts) : parts_(std::move(parts)) {}
@@ -228,6 +346,12 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const Where& w) {
                                             get_bool(j, "handle_chinese_chars", true, w),
                                             get_bool(j, "strip_accents", lowercase, w), lowercase);
   }
+  if (type == "Precompiled") {
+    auto it = j.find("precompiled_charsmap");
+    if (it == j.end() || it->is_null()) return std::make_unique<Precompiled>("", w);
+    if (!it->is_string()) w.at("precompiled_charsmap").fail("expected a base64 string");
+    return std::make_unique<Precompiled>(base64_decode(it->get<std::string>(), w), w);
+  }
   if (type == "Sequence") {
     const json& list = require(j, "normalizers", w);
     if (!list.is_array()) w.at("normalizers").fail("expected an array");
@@ -237,7 +361,7 @@ std::unique_ptr<Normalizer> make_normalizer(const json& j, const Where& w) {
   }
   w.unsupported("normalizer", type,
                 "NFC, NFD, NFKC, NFKD, Lowercase, StripAccents, Strip, Replace, Prepend, Nmt, ByteLevel, "
-                "BertNormalizer, Sequence");
+                "BertNormalizer, Precompiled, Sequence");
 }
 
 }  // namespace peft::text

@@ -164,13 +164,13 @@ TEST(Tokenizer, UnsupportedComponentIsNamed) {
     EXPECT_NE(msg.find("pre_tokenizer type 'Foo' is not supported; supported: "), std::string::npos) << msg;
   }
   json nested = {{"model", {{"type", "BPE"}, {"vocab", json::object()}, {"merges", json::array()}}},
-                 {"normalizer", {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "Precompiled"}}})}}}};
+                 {"normalizer", {{"type", "Sequence"}, {"normalizers", json::array({{{"type", "Unheard"}}})}}}};
   try {
     peft::Tokenizer::from_json_string(nested.dump(), "t.json");
     FAIL() << "expected an error";
   } catch (const std::runtime_error& e) {
     std::string msg = e.what();
-    EXPECT_NE(msg.find("normalizer type 'Precompiled' is not supported"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("normalizer type 'Unheard' is not supported"), std::string::npos) << msg;
     EXPECT_NE(msg.find("normalizer.normalizers[0]"), std::string::npos) << msg;
   }
   json model = {{"model", {{"type", "Magic"}}}};
