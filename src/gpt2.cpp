@@ -85,7 +85,8 @@ class GPT2LMHeadModel : public Model {
       throw std::runtime_error("GPT-2: sequence of " + std::to_string(past + T) + " tokens exceeds n_positions (" +
                                std::to_string(config_.max_position_embeddings) + ")");
     }
-    auto positions = at::arange(past, past + T, b.input_ids.options().dtype(at::kLong)).unsqueeze(0);
+    auto positions = b.position_ids.defined() ? b.position_ids
+                                              : at::arange(past, past + T, b.input_ids.options().dtype(at::kLong)).unsqueeze(0);
     auto x = transformer->wte->forward(b.input_ids) + transformer->wpe->forward(positions);
     at::Tensor mask;
     if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, x.scalar_type());

@@ -94,7 +94,9 @@ class LlamaForCausalLM : public Model {
     auto B = b.input_ids.size(0), T = b.input_ids.size(1);
     int64_t past = b.cache ? b.cache->length() : 0;
     auto h = model->embed_tokens->forward(b.input_ids);
-    auto positions = at::arange(past, past + T, b.input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
+    auto positions = b.position_ids.defined()
+                         ? b.position_ids
+                         : at::arange(past, past + T, b.input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
     auto [cos, sin] = rope_.cos_sin(positions, h.scalar_type());
     at::Tensor mask;
     if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, h.scalar_type());

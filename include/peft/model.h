@@ -25,6 +25,7 @@ struct Batch {
   at::Tensor input_ids;       // (B, T) int64
   at::Tensor attention_mask;  // (B, T), 1 = token, 0 = padding; undefined = no padding
   at::Tensor token_type_ids;  // encoders only; undefined = zeros
+  at::Tensor position_ids;    // causal LMs: (B, T); undefined = 0, 1, 2, ... (after the cache)
   at::Tensor labels;          // causal LM: (B, T) token ids, -100 = ignored (shifted inside);
                               // classification: (B) class ids, or (B) floats for regression
   KVCache* cache = nullptr;   // causal LMs: appended to, positions continue after it
