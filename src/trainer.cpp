@@ -253,55 +253,11 @@ void Trainer::plan() {
   }
 }
 
-Batch Trainer::to_batch(const TokenBatch& tb) const {
-  Batch b;
-  auto make = [&](const std::vector<int64_t>& v, std::vector<int64_t> shape) {
-    return at::tensor(v, at::kLong).view(shape).to(device_);
-  };
-  b.input_ids = make(tb.input_ids, {tb.batch_size, tb.seq_len});
-  bool padded = false;
-  for (auto m : tb.attention_mask) padded = padded || m == 0;
-  if (padded) b.attention_mask = make(tb.attention_mask, {tb.batch_size, tb.seq_len});
-  if (opt_.pack) b.position_ids = make(tb.position_ids, {tb.batch_size, tb.seq_len});
-  if (!tb.class_labels.empty()) b.labels = make(tb.class_labels, {tb.batch_size});
-  else b.labels = make(tb.labels, {tb.batch_size, tb.seq_len});
-  return b;
-}
+Batch Trainer::to_batch(const TokenBatch& tb) const { return to_model_batch(tb, device_, opt_.pack); }
 
 EvalResult Trainer::evaluate() {
-  EvalResult r;
-  if (!eval_data_) return r;
-  at::NoGradGuard no_grad;
-  bool was_training = peft_ ? peft_->is_training() : model_->is_training();
-  if (peft_) peft_->train(false);
-  else model_->eval();
-  LoaderOptions lo;
-  lo.batch_size = opt_.batch_size;
-  lo.shuffle = false;
-  DataLoader loader(*eval_data_, lo);
-  double loss_sum = 0, correct = 0;
-  int64_t count = 0;
-  for (int64_t i = 0; i < loader.steps_per_epoch(); ++i) {
-    auto b = to_batch(loader.batch({0, i}));
-    auto out = peft_ ? peft_->forward(b) : model_->forward(b);
-    auto loss = (out.task_loss.defined() ? out.task_loss : out.loss).item<double>();
-    if (b.labels.dim() == 1) {
-      loss_sum += loss * b.labels.size(0);
-      count += b.labels.size(0);
-      correct += out.logits.argmax(-1).eq(b.labels).sum().item<double>();
-    } else {
-      int64_t n = b.labels.narrow(1, 1, b.labels.size(1) - 1).ne(-100).sum().item<int64_t>();
-      loss_sum += loss * n;
-      count += n;
-    }
-  }
-  if (peft_) peft_->train(was_training);
-  else model_->train(was_training);
-  r.tokens = count;
-  r.loss = count ? loss_sum / count : 0;
-  if (model_->config().is_causal_lm) r.perplexity = std::exp(r.loss);
-  else r.accuracy = count ? correct / count : 0;
-  return r;
+  if (!eval_data_) return {};
+  return peft_ ? peft::evaluate(*peft_, *eval_data_, opt_.batch_size) : peft::evaluate(*model_, *eval_data_, opt_.batch_size);
 }
 
 void Trainer::write_checkpoint(int64_t steps_done) {
@@ -450,8 +406,9 @@ TrainResult Trainer::train() {
     at::Tensor loss_acc, task_acc;
     int64_t step_tokens = 0;
     for (int64_t k = 0; k < opt_.grad_accum; ++k, ++micro_) {
-      auto b = to_batch(loader_->next());
-      step_tokens += b.attention_mask.defined() ? b.attention_mask.sum().item<int64_t>() : b.input_ids.numel();
+      auto tb = loader_->next();
+      for (auto m : tb.attention_mask) step_tokens += m;  // counted on the host: no device sync
+      auto b = to_batch(tb);
       auto outp = peft_ ? peft_->forward(b) : model_->forward(b);
       auto scaled = outp.loss / static_cast<double>(opt_.grad_accum);
       scaled.backward();
