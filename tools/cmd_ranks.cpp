@@ -1,0 +1,131 @@
+// `peft ranks ADAPTER_DIR`: prints the kept rank per layer and module type of an adapter (or of one
+// record of a run's ranks.jsonl) as a table with totals and a shading heat-map.
+#include <filesystem>
+#include <iostream>
+
+#include "command.h"
+#include "peft/rank_table.h"
+#include "peft/report.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kUsage =
+    "usage: peft ranks ADAPTER_DIR|RUN_DIR [--transpose] [--compact]\n"
+    "       peft ranks --jsonl RUN_DIR/ranks.jsonl [--step N] [--transpose] [--compact]\n\n"
+    "Prints the rank table of an adapter: rows = layers, columns = module types, cells = kept rank\n"
+    "(AdaLoRA: true entries of rank_pattern; LoRA: r or its rank_pattern override), with row and\n"
+    "column totals, the total budget against init_r x modules and target_r x modules, and a heat-map\n"
+    "shaded ' ░▒▓█' from 0 to init_r. A RUN_DIR is read through RUN_DIR/adapter.\n\n"
+    "  --jsonl FILE   read an allocation record of ranks.jsonl instead of an adapter\n"
+    "  --step N       the record of optimizer step N (default: the last record)\n"
+    "  --transpose    one row per module type, layers across\n"
+    "  --compact      the short form the trainer logs at each allocation (fits 100 columns)\n\n"
+    "examples: peft ranks runs/llama-adalora/adapter\n"
+    "          peft ranks --jsonl runs/llama-adalora/ranks.jsonl --step 200\n";
+
+// The allocation record of `step` (or the last one when step < 0) of a ranks.jsonl file.
+peft::RankTable table_from_jsonl(const std::string& path, int64_t step, std::string& title) {
+  auto records = peft::read_jsonl(path);
+  const nlohmann::json* rec = nullptr;
+  std::string steps;
+  for (auto& r : records) {
+    auto s = r.contains("step") && r["step"].is_number() ? r["step"].get<int64_t>() : -1;
+    steps += (steps.empty() ? "" : " ") + std::to_string(s);
+    if (step < 0 || s == step) rec = &r;
+  }
+  if (!rec) {
+    if (records.empty()) throw std::runtime_error(path + ": no allocation records (the run has not masked yet)");
+    throw std::runtime_error(path + ": no record for step " + std::to_string(step) + " (steps recorded: " + steps + ")");
+  }
+  int64_t init_r = rec->value("init_r", int64_t(0));
+  std::vector<std::pair<std::string, int64_t>> ranks;
+  for (auto& m : rec->value("modules", nlohmann::json::array())) {
+    int64_t r = 0;
+    if (m.contains("allocated") && m["allocated"].is_number()) {
+      r = m["allocated"].get<int64_t>();
+    } else if (m.contains("pattern") && m["pattern"].is_array()) {
+      for (auto& b : m["pattern"]) r += b.is_boolean() && b.get<bool>();
+    }
+    if (m.contains("init_r") && m["init_r"].is_number()) init_r = std::max(init_r, m["init_r"].get<int64_t>());
+    ranks.push_back({m.value("path", std::string("?")), r});
+  }
+  title = "allocation at step " + std::to_string(rec->value("step", int64_t(-1))) + " (" +
+          rec->value("phase", std::string("?")) + (rec->value("final_mask", false) ? ", final mask" : "") +
+          "), scheduled budget " + (rec->contains("budget") ? (*rec)["budget"].dump() : std::string("?"));
+  return peft::build_rank_table(ranks, init_r, rec->value("target_r", int64_t(0)));
+}
+
+int run_ranks(const std::vector<std::string>& args) {
+  std::string dir, jsonl;
+  int64_t step = -1;
+  bool transpose = false, compact = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::cout << kUsage;
+      return 0;
+    } else if (a == "--jsonl" && i + 1 < args.size()) {
+      jsonl = args[++i];
+    } else if (a == "--step" && i + 1 < args.size()) {
+      try {
+        step = std::stoll(args[++i]);
+      } catch (const std::exception&) {
+        std::cerr << "peft ranks: --step wants an integer, got '" << args[i] << "'\n";
+        return 2;
+      }
+    } else if (a == "--transpose") {
+      transpose = true;
+    } else if (a == "--compact") {
+      compact = true;
+    } else if (dir.empty() && a.rfind("--", 0) != 0) {
+      dir = a;
+    } else {
+      std::cerr << "peft ranks: unexpected argument '" << a << "' (see peft ranks --help)\n";
+      return 2;
+    }
+  }
+  if (dir.empty() == jsonl.empty()) {
+    std::cerr << "peft ranks: give either ADAPTER_DIR or --jsonl FILE (see peft ranks --help)\n";
+    return 2;
+  }
+  if (step >= 0 && jsonl.empty()) {
+    std::cerr << "peft ranks: --step needs --jsonl RUN_DIR/ranks.jsonl (an adapter holds one allocation)\n";
+    return 2;
+  }
+  try {
+    peft::RankTable t;
+    std::string title;
+    if (!jsonl.empty()) {
+      t = table_from_jsonl(jsonl, step, title);
+    } else {
+      if (!fs::exists(fs::path(dir) / "adapter_config.json") && fs::exists(fs::path(dir) / "adapter" / "adapter_config.json"))
+        dir = (fs::path(dir) / "adapter").string();
+      std::string note;
+      t = peft::adapter_rank_table(dir, &note);
+      title = dir + (note.empty() ? "" : "\n" + note);
+    }
+    if (t.n_modules() == 0) {
+      std::cout << title << "\nno adapted modules found\n";
+      return 1;
+    }
+    std::cout << title << "\n\n";
+    if (compact) {
+      std::cout << peft::render_rank_table_compact(t);
+      return 0;
+    }
+    std::cout << peft::render_rank_table(t, {transpose, false, true}) << "\n";
+    std::cout << "heat-map: ' ' 0   ░ ▒ ▓ below " << (t.fixed ? "the largest r" : "init_r") << "   █ "
+              << (t.fixed ? "r" : "init_r") << " = " << t.init_r << "\n";
+    std::cout << peft::render_rank_table(t, {transpose, true, false});
+  } catch (const std::exception& e) {
+    std::cerr << "peft ranks: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+PEFT_COMMAND("ranks", "print the rank table (layers x module types) of an adapter or an allocation record", run_ranks);
