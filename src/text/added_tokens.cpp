@@ -144,10 +144,11 @@ void AddedVocabulary::split(std::vector<Piece>& pieces, bool normalized_set) con
         }
         start = std::max(b, done);
       }
-      if (t.rstrip) {
+      // As tokenizers does, the search goes on from the end of the match itself, so a token found
+      // inside the whitespace an rstrip token took overlaps it.
+      if (t.rstrip)
         for (size_t i = stop; i < s.size() && is_whitespace(next_char(s, i));) stop = i;
-        at = stop;
-      }
+      if (start >= stop) continue;
       if (done < start) out.push_back(slice(p, done, start));
       Piece token = slice(p, start, stop);
       token.id = id;

@@ -54,24 +54,30 @@ class ByteLevel : public PreTokenizer {
   void pre_tokenize(std::vector<Piece>& pieces) const override {
     static const Pattern gpt2 = Pattern::regex(
         R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)");
-    split_each(pieces, [&](Piece& p, std::vector<Piece>& out) {
-      if (add_prefix_space_ && (p.text.empty() || p.text[0] != ' ')) {
-        if (!p.text.empty()) {
-          p.text.insert(0, " ");
-          if (p.zero_prefix) ++p.zero_prefix;
-        }
+    auto prefix = [&](Piece& p) {
+      if (add_prefix_space_ && !p.text.empty() && p.text[0] != ' ') {
+        p.text.insert(0, " ");
+        if (p.zero_prefix) ++p.zero_prefix;
       }
-      if (use_regex_) split_piece(p, gpt2.find_matches(p.text), SplitBehavior::Isolated, out);
-      else out.push_back(std::move(p));
-    });
+    };
+    if (use_regex_) {
+      split_each(pieces, [&](Piece& p, std::vector<Piece>& out) {
+        prefix(p);
+        split_piece(p, gpt2.find_matches(p.text), SplitBehavior::Isolated, out);
+      });
+    } else {
+      for (auto& p : pieces)
+        if (p.id < 0) prefix(p);
+    }
     static const auto table = [] {  // byte -> its character's UTF-8 (one or two bytes)
       std::array<std::string, 256> t;
       for (int b = 0; b < 256; ++b) t[b] = byte_to_unicode(static_cast<unsigned char>(b));
       return t;
     }();
+    std::string mapped;
     for (auto& p : pieces) {
       if (p.id >= 0) continue;
-      std::string mapped(p.text.size() * 2, '\0');
+      mapped.resize(p.text.size() * 2);
       size_t n = 0, zero = 0;
       for (size_t i = 0; i < p.text.size(); ++i) {
         const std::string& c = table[static_cast<unsigned char>(p.text[i])];
@@ -79,8 +85,7 @@ class ByteLevel : public PreTokenizer {
         if (c.size() > 1) mapped[n++] = c[1];
         if (i < p.zero_prefix) zero = n;
       }
-      mapped.resize(n);
-      p.text = std::move(mapped);
+      p.text.assign(mapped, 0, n);
       p.zero_prefix = zero;
     }
   }
