@@ -10,6 +10,7 @@
 
 #include "peft/data_loader.h"
 #include "peft/dataset.h"
+#include "peft/evaluate.h"
 #include "peft/model.h"
 #include "peft/param_buffer.h"
 #include "peft/peft_model.h"
@@ -17,13 +18,6 @@
 #include "peft/train_options.h"
 
 namespace peft {
-
-struct EvalResult {
-  double loss = 0;        // mean over target tokens (LM) or examples (classification), no penalty
-  double perplexity = 0;  // exp(loss), causal LM
-  double accuracy = -1;   // classification, else -1
-  int64_t tokens = 0;
-};
 
 struct TrainResult {
   int64_t steps_done = 0;  // optimizer steps completed in total (resumed ones included)
