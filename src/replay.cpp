@@ -75,7 +75,8 @@ nlohmann::json ReplayReport::to_json() const {
   }
   j["rank_pattern_mismatches"] = rank_pattern_mismatches;
   if (has_final) {
-    j["adapter_max_rel_err"] = max_adapter_rel;
+    if (std::isfinite(max_adapter_rel)) j["adapter_max_rel_err"] = max_adapter_rel;
+    else j["adapter_max_rel_err"] = "shape mismatch (a module kept another rank)";
     j["adapter_worst_tensor"] = worst_adapter_tensor;
   }
   if (has_logits) {
@@ -88,7 +89,7 @@ nlohmann::json ReplayReport::to_json() const {
 }
 
 ReplayReport replay_golden(const std::string& case_dir, const std::function<void(const nlohmann::json&)>& on_step,
-                           const ReplayTolerances& tol, const std::string& save_dir) {
+                           const ReplayTolerances& tol, const std::string& save_dir, const LoadOptions& load) {
   fs::path dir(case_dir);
   for (auto* need : {"base", "adapter_init", "data.json"}) {
     if (!fs::exists(dir / need)) throw std::runtime_error(case_dir + ": missing " + need + " (not a golden case directory)");
@@ -97,7 +98,7 @@ ReplayReport replay_golden(const std::string& case_dir, const std::function<void
   nlohmann::json trace;
   if (fs::exists(dir / "trace.json")) trace = read_json(dir / "trace.json");
 
-  auto base = load_model((dir / "base").string());
+  auto base = load_model((dir / "base").string(), load);
   auto model = PeftModel::load(base, (dir / "adapter_init").string());
   auto& config = model->config();
   bool ada = config.peft_type == PeftType::AdaLora;
@@ -105,10 +106,10 @@ ReplayReport replay_golden(const std::string& case_dir, const std::function<void
 
   std::vector<at::Tensor> batches;
   for (size_t i = 0; i < data.at("batches").size(); ++i)
-    batches.push_back(to_tensor_2d(data["batches"][i], "data.json batches[" + std::to_string(i) + "]"));
+    batches.push_back(to_tensor_2d(data["batches"][i], "data.json batches[" + std::to_string(i) + "]").to(load.device));
   std::vector<at::Tensor> labels;
   if (data.contains("labels") && !data["labels"].is_null())
-    for (auto& l : data["labels"]) labels.push_back(to_tensor_1d(l));
+    for (auto& l : data["labels"]) labels.push_back(to_tensor_1d(l).to(load.device));
   int64_t steps = data.at("steps").get<int64_t>();
   int64_t grad_accum = data.value("grad_accum", 1);
   const auto& o = data.at("optimizer");
@@ -267,13 +268,13 @@ ReplayReport replay_golden(const std::string& case_dir, const std::function<void
       model->train(false);
       check("final(trained)", model->forward(b).logits, ref.tensor("final"));
       if (fs::exists(dir / "adapter_final")) {
-        auto fresh = PeftModel::load(load_model((dir / "base").string()), (dir / "adapter_final").string());
+        auto fresh = PeftModel::load(load_model((dir / "base").string(), load), (dir / "adapter_final").string());
         fresh->train(false);
         check("final(adapter_final loaded)", fresh->forward(b).logits, ref.tensor("final"));
       }
     }
     if (ref.contains("base")) {
-      auto plain = load_model((dir / "base").string());
+      auto plain = load_model((dir / "base").string(), load);
       plain->eval();
       check("base", plain->forward(b).logits, ref.tensor("base"));
     }

@@ -13,6 +13,7 @@
 
 #include "peft/chat_format.h"
 #include "peft/checkpoint.h"
+#include "peft/compat.h"
 #include "peft/rank_table.h"
 #include "peft/report.h"
 #include "peft/text_encoder.h"
@@ -79,11 +80,10 @@ void append_jsonl(const fs::path& path, const nlohmann::json& j) {
 Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   if (opt_.model_dir.empty()) throw std::invalid_argument("--model is required (a Hugging Face model directory)");
   if (opt_.data.empty()) throw std::invalid_argument("--data is required (a JSONL file)");
-  if (opt_.device == "cuda") {
-    if (!at::hasCUDA()) throw std::invalid_argument("--device cuda: this build of libtorch has no CUDA (see README: building with CUDA)");
-    device_ = at::Device(at::kCUDA);
-  } else if (opt_.device != "cpu") {
-    throw std::invalid_argument("--device: expected cpu or cuda, got \"" + opt_.device + "\"");
+  try {
+    device_ = compat::device_from_name(opt_.device);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--device: ") + e.what() + " (see README: building with CUDA)");
   }
   at::manual_seed(opt_.seed);
   LoadOptions lo;
@@ -166,18 +166,7 @@ void Trainer::load_data() {
   } else {
     train_data_ = std::make_unique<Dataset>(std::move(data));
   }
-  const auto& mc = model_->config();
-  if (train_data_->format() == DataFormat::Classification) {
-    if (mc.num_labels <= 0)
-      throw std::invalid_argument(opt_.data + ": classification data (\"label\") needs a *ForSequenceClassification model; " +
-                                  opt_.model_dir + " is " + mc.architecture);
-    if (train_data_->num_classes() > mc.num_labels)
-      throw std::invalid_argument(opt_.data + ": labels go up to " + std::to_string(train_data_->num_classes() - 1) +
-                                  " but the model has num_labels " + std::to_string(mc.num_labels));
-  } else if (!mc.is_causal_lm) {
-    throw std::invalid_argument(opt_.data + ": " + to_string(train_data_->format()) + " data needs a causal LM; " +
-                                opt_.model_dir + " is " + mc.architecture + " (use {\"text\", \"label\"} records)");
-  }
+  check_task(*train_data_, model_->config(), opt_.data, opt_.model_dir);
   auto st = train_data_->stats();
   LoaderOptions lopt;
   lopt.batch_size = opt_.batch_size;

@@ -6,6 +6,8 @@
 
 #include <cmath>
 #include <optional>
+#include <stdexcept>
+#include <string>
 
 #define PEFT_TORCH_2 (TORCH_VERSION_MAJOR >= 2)
 
@@ -39,6 +41,17 @@ inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::
   auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
   return at::matmul(probs, v);
 #endif
+}
+
+// "cpu" or "cuda" (or "cuda:N"). On CUDA, TF32 matmuls are turned off so float32 means float32.
+inline at::Device device_from_name(const std::string& name) {
+  if (name == "cpu") return at::kCPU;
+  if (name.rfind("cuda", 0) == 0) {
+    if (!at::hasCUDA()) throw std::invalid_argument("device \"" + name + "\": this libtorch build has no CUDA");
+    at::globalContext().setAllowTF32CuBLAS(false);
+    return at::Device(name);
+  }
+  throw std::invalid_argument("unknown device \"" + name + "\" (use cpu or cuda)");
 }
 
 }  // namespace peft::compat

@@ -6,6 +6,8 @@
 #include <functional>
 #include <string>
 
+#include "peft/model.h"
+
 namespace peft {
 
 struct ReplayTolerances {
@@ -35,7 +37,10 @@ struct ReplayReport {
 // Replays `case_dir` (base/, adapter_init/, data.json, optional trace.json, adapter_final/,
 // ref_logits.safetensors). `on_step` receives one JSON object per optimizer step
 // ({"step","loss","ranks","budget"}). `save_dir`, if not empty, receives the final adapter.
+// `load` picks the base weights' dtype and the device (adapters stay float32); the tolerances are
+// those of float32 — a bfloat16 base is expected to exceed them and is for comparison only.
 ReplayReport replay_golden(const std::string& case_dir, const std::function<void(const nlohmann::json&)>& on_step,
-                           const ReplayTolerances& tol = {}, const std::string& save_dir = "");
+                           const ReplayTolerances& tol = {}, const std::string& save_dir = "",
+                           const LoadOptions& load = {});
 
 }  // namespace peft
