@@ -112,9 +112,11 @@ Grid make_grid(const RankTable& t, bool layers_as_columns) {
   } else {
     g.row_labels = types;
     g.col_labels = layers;
-    g.cell.assign(nt, std::vector<int64_t>(nl, -1));
-    for (size_t i = 0; i < nl; ++i)
-      for (size_t j = 0; j < nt; ++j) g.cell[j][i] = t.rank[i][j];
+    for (size_t j = 0; j < nt; ++j) {
+      std::vector<int64_t> row;
+      for (size_t i = 0; i < nl; ++i) row.push_back(t.rank[i][j]);
+      g.cell.push_back(std::move(row));
+    }
     for (size_t j = 0; j < nt; ++j) g.row_total.push_back(t.type_total(j));
     for (size_t i = 0; i < nl; ++i) g.col_total.push_back(t.layer_total(i));
   }
@@ -176,6 +178,9 @@ std::string render_grid(const RankTable& t, const Grid& g, const Layout& lay) {
       line += "  " + pad_left(std::to_string(t.total()), total_w);
       out << line << "\n";
     }
+    if (lay.shade)
+      out << "shading: ' ' 0  " << rank_shade(1, 4) << rank_shade(2, 4) << rank_shade(3, 4) << " below "
+          << (t.fixed ? "the largest r" : "init_r") << "  " << rank_shade(1, 1) << " " << t.init_r << "\n";
     out << rank_budget_line(t) << "\n";
   }
   return out.str();

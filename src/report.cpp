@@ -107,7 +107,7 @@ bool any_key(const json& records, const std::string& key) {
   return false;
 }
 
-// The ranks section of the page data: module grid and, per allocation, allocated/live rank per module.
+// The ranks section of the page data: module grid and, per allocation, the allocated rank per module.
 json rank_data(const RunRecords& rec) {
   if (rec.ranks.empty()) return nullptr;
   std::vector<std::string> paths;
@@ -138,20 +138,24 @@ json rank_data(const RunRecords& rec) {
   }
   json allocs = json::array();
   for (auto& r : rec.ranks) {
-    json allocated(paths.size(), nullptr), live(paths.size(), nullptr);
+    json allocated(paths.size(), nullptr);
     if (field(r, "modules").is_array())
       for (auto& m : r["modules"]) {
         auto it = index.find(str_or(m, "path", ""));
         if (it == index.end()) continue;
-        allocated[it->second] = field(m, "allocated");
-        live[it->second] = field(m, "live");
+        json a = field(m, "allocated");
+        if (!a.is_number() && field(m, "pattern").is_array()) {  // older records: count the mask
+          int64_t kept = 0;
+          for (auto& b : m["pattern"]) kept += b.is_boolean() && b.get<bool>();
+          a = kept;
+        }
+        allocated[it->second] = a;
       }
     allocs.push_back({{"step", field(r, "step")},
                       {"phase", str_or(r, "phase", "")},
                       {"budget", field(r, "budget")},
                       {"final_mask", field(r, "final_mask").is_boolean() && r["final_mask"].get<bool>()},
-                      {"allocated", allocated},
-                      {"live", live}});
+                      {"allocated", allocated}});
   }
   json layers = json::array();
   for (auto l : grid.layers) layers.push_back(l < 0 ? std::string("other") : "L" + std::to_string(l));
@@ -277,9 +281,11 @@ function heatmap(ctx, rows, cols, value, scale, opts) {
   const left = opts.left || 70, top = 22, legend = 34;
   const cw = (ctx.W - left) / cols.length, ch = (ctx.H - top - legend) / rows.length;
   ctx.textAlign = "center"; ctx.textBaseline = "middle";
-  const every = Math.max(1, Math.ceil(60 / cw));
+  const every = Math.max(1, Math.ceil(60 / cw)), gx = cw >= 8 ? 1 : 0, gy = ch >= 8 ? 1 : 0;
+  ctx.fillStyle = "#333";
   cols.forEach((c, j) => {
-    if (j % every === 0) { ctx.fillStyle = "#333"; ctx.fillText(c, left + (j + 0.5) * cw, top / 2, Math.max(cw * every - 4, 20)); }
+    const x = left + (j + 0.5) * cw, half = ctx.measureText(c).width / 2;
+    if (j % every === 0 && x + half <= ctx.W) ctx.fillText(c, x, top / 2);
   });
   const rowEvery = Math.max(1, Math.ceil(13 / ch));
   rows.forEach((r, i) => {
@@ -287,13 +293,15 @@ function heatmap(ctx, rows, cols, value, scale, opts) {
     if (i % rowEvery === 0) ctx.fillText(r, left - 6, top + (i + 0.5) * ch);
     ctx.textAlign = "center";
     cols.forEach((c, j) => {
-      const v = value(i, j), x = left + j * cw, y = top + i * ch;
-      if (v === null || v === undefined) { ctx.fillStyle = "#eceef1"; ctx.fillRect(x, y, cw - 1, ch - 1); return; }
+      // whole pixels, so narrow cells leave no seams
+      const v = value(i, j), x = Math.round(left + j * cw), y = Math.round(top + i * ch);
+      const cw_ = Math.round(left + (j + 1) * cw) - x, ch_ = Math.round(top + (i + 1) * ch) - y;
+      if (v === null || v === undefined) { ctx.fillStyle = "#eceef1"; ctx.fillRect(x, y, cw_ - gx, ch_ - gy); return; }
       const t = scale(i) > 0 ? v / scale(i) : 0;
-      ctx.fillStyle = colour(t); ctx.fillRect(x, y, cw - 1, ch - 1);
+      ctx.fillStyle = colour(t); ctx.fillRect(x, y, cw_ - gx, ch_ - gy);
       if (cw >= 18 && ch >= 12) {
         ctx.fillStyle = t > 0.55 ? "#fff" : "#1d2330";
-        ctx.fillText(String(v), x + cw / 2, y + ch / 2);
+        ctx.fillText(String(v), x + cw_ / 2, y + ch_ / 2);
       }
     });
   });
@@ -338,6 +346,9 @@ function lineChart(ctx, series, opts) {
   ctx.textAlign = "center"; ctx.textBaseline = "top";
   niceTicks(x0, x1, 8).forEach(v => ctx.fillText(String(v), X(v), T + h + 6));
   ctx.fillText(opts.xlabel || "step", L + w / 2, T + h + 20);
+  if (opts.ylabel) {
+    ctx.save(); ctx.translate(14, T + h / 2); ctx.rotate(-Math.PI / 2); ctx.fillText(opts.ylabel, 0, -6); ctx.restore();
+  }
   ctx.strokeStyle = "#8a93a3"; ctx.strokeRect(L, T, w, h);
   series.forEach(s => {
     ctx.strokeStyle = ctx.fillStyle = s.color; ctx.lineWidth = s.width || 1.6; ctx.setLineDash(s.dash || []);
@@ -414,13 +425,16 @@ function drawRanks(R) {
   show(0);
   charts++;
 
-  // where the budget went: per layer and per module type, against allocation steps
-  const steps = A.map(a => String(a.step));
+  // where the budget went: per layer and per module type, against allocation steps (at most 400 columns)
+  const pick = [];
+  for (let k = 0; k < n; k += Math.ceil(n / 400)) pick.push(k);
+  if (pick[pick.length - 1] !== n - 1) pick.push(n - 1);
+  const steps = pick.map(k => String(A[k].step));
   const sums = (key) => {
     const size = key === "row" ? rows.length : cols.length;
     const full = new Array(size).fill(0);
     R.modules.forEach(m => full[m[key]] += R.init_r);
-    const per = A.map(a => { const s = new Array(size).fill(0); R.modules.forEach((m, k) => s[m[key]] += a.allocated[k] || 0); return s; });
+    const per = pick.map(k => A[k]).map(a => { const s = new Array(size).fill(0); R.modules.forEach((m, k) => s[m[key]] += a.allocated[k] || 0); return s; });
     return {full, value: (i, j) => per[j][i]};
   };
   const byLayer = sums("row"), byType = sums("col");
@@ -441,12 +455,12 @@ function drawBudget(tr, R) {
     "Scheduled budget b(t) and the live rank (non-zero singular values) per step, phases shaded. " +
     "During budgeting the live rank jumps back to init_r between masks because the optimizer's momentum moves " +
     "masked singular values away from zero again; only the final mask keeps them at zero.", 360);
-  const series = [
-    {name: "budget b(t)", xs: tr.step, ys: tr.budget, color: "#1f5fbf", width: 2.2},
-    {name: "live rank", xs: tr.step, ys: tr.live_rank, color: "#d9534f", width: 1.2}];
-  if (R) series.push({name: "kept at allocation", xs: R.allocs.map(a => a.step), color: "#2e7d32", dots: true, r: 3,
+  const series = [  // live rank first, so the budget curve is drawn over its spikes
+    {name: "live rank", xs: tr.step, ys: tr.live_rank, color: "rgba(217, 83, 79, 0.6)", width: 1},
+    {name: "budget b(t)", xs: tr.step, ys: tr.budget, color: "#1f5fbf", width: 2.2}];
+  if (R) series.push({name: "kept at allocation", xs: R.allocs.map(a => a.step), color: "#2e7d32", dots: true, r: R.allocs.length > 100 ? 1.8 : 3,
     ys: R.allocs.map(a => a.allocated.reduce((s, v) => s + (v || 0), 0))});
-  lineChart(b.ctx, series, {bands: phaseBands(tr), zero: true});
+  lineChart(b.ctx, series, {bands: phaseBands(tr), zero: true, ylabel: "total rank"});
   charts++;
 }
 
@@ -455,7 +469,7 @@ function drawLoss(tr, ev) {
   const series = [{name: "train loss", xs: tr.step, ys: tr.loss, color: "#1f5fbf"}];
   if ((tr.task_loss || []).some(fin)) series.push({name: "task loss", xs: tr.step, ys: tr.task_loss, color: "#7a8699", dash: [4, 3], width: 1.2});
   if (ev.step.length) series.push({name: "eval loss", xs: ev.step, ys: ev.eval_loss, color: "#e07b00", dots: true, r: 4.5});
-  lineChart(l.ctx, series, {bands: phaseBands(tr)});
+  lineChart(l.ctx, series, {bands: phaseBands(tr), ylabel: "loss"});
   charts++;
 }
 

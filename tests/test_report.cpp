@@ -82,11 +82,11 @@ void write_small_adalora_run(const std::string& dir) {
 
 // A larger synthetic AdaLoRA run (deterministic) for the browser test and the screenshot:
 // `layers` Llama blocks x 7 types, cubic budget schedule, a mask every deltaT steps.
-void write_synthetic_adalora_run(const std::string& dir, int layers, int steps) {
+void write_synthetic_adalora_run(const std::string& dir, int layers, int steps, int deltaT = 10) {
   const std::vector<std::string> types = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                           "mlp.down_proj"};
-  const int init_r = 12, target_r = 4, tinit = steps / 10, tfinal = steps / 5, deltaT = 10;
+  const int init_r = 12, target_r = 4, tinit = steps / 10, tfinal = steps / 5;
   const int n = layers * int(types.size()), total = init_r * n, target = target_r * n;
   const int final_step = steps - tfinal;
   std::ofstream metrics(dir + "/metrics.jsonl"), ranks(dir + "/ranks.jsonl");
@@ -284,11 +284,13 @@ TEST(Report, RendersInHeadlessChromium) {
     std::string name;
     int charts;  // AdaLoRA: final heat-map, heat-map per allocation, per layer, per type, budget, loss
   };
-  for (const Case& c : {Case{"adalora", 6}, Case{"small", 6}, Case{"lora", 1}, Case{"one", 2}}) {
+  for (const Case& c : {Case{"adalora", 6}, Case{"small", 6}, Case{"long", 6}, Case{"lora", 1}, Case{"one", 2}}) {
     SCOPED_TRACE(c.name);
     TempDir dir;
     if (c.name == "adalora") {
       write_synthetic_adalora_run(dir.str(), 16, 300);
+    } else if (c.name == "long") {  // more allocations than the time heat-maps have columns
+      write_synthetic_adalora_run(dir.str(), 24, 2500, 4);
     } else if (c.name == "small") {
       write_small_adalora_run(dir.str());
     } else if (c.name == "lora") {
