@@ -28,7 +28,7 @@ TokenizerConfig config_of(const std::string& name) {
 }  // namespace
 
 TEST(TextEncoder, SpecialTokensOfLlama3AndQwen3) {
-  if (!have("llama2") || !have("llama3") || !have("qwen3")) GTEST_SKIP() << "run scripts/fetch-test-data.sh";
+  ASSERT_TRUE(have("llama2") && have("llama3") && have("qwen3")) << "run scripts/fetch-test-data.sh";
   const auto llama2 = Tokenizer::from_file(kCache + "/llama2/tokenizer.json");
   const auto l2 = make_text_encoder(llama2, config_of("llama2"));
   EXPECT_EQ(l2.bos, 1);  // <s>, which its TemplateProcessing post-processor prepends
@@ -80,5 +80,5 @@ TEST(TextEncoder, ChatDatasetsMatchWholeRenderingTokenization) {
       ++checked;
     }
   }
-  if (checked == 0) GTEST_SKIP() << "run scripts/fetch-test-data.sh";
+  ASSERT_GT(checked, 0) << "run scripts/fetch-test-data.sh";
 }
