@@ -52,8 +52,9 @@ void AdamW::step() {
   double bias_correction1 = 1.0 - std::pow(o.beta1, static_cast<double>(step_));
   double bias_correction2 = 1.0 - std::pow(o.beta2, static_cast<double>(step_));
   double step_size = o.lr / bias_correction1;
-  auto denom = (exp_avg_sq_.sqrt() / std::sqrt(bias_correction2)).add_(o.eps);
-  p.addcdiv_(exp_avg_, denom, -step_size);
+  if (!denom_.defined() || !denom_.is_same_size(exp_avg_sq_)) denom_ = at::empty_like(exp_avg_sq_);  // reused
+  at::sqrt_out(denom_, exp_avg_sq_).div_(std::sqrt(bias_correction2)).add_(o.eps);
+  p.addcdiv_(exp_avg_, denom_, -step_size);
 }
 
 }  // namespace peft

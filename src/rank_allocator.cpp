@@ -48,9 +48,16 @@ void RankAllocator::update_ipt() {
     ipt_ema_ = at::zeros_like(values_);
     unc_ema_ = at::zeros_like(values_);
   }
-  auto ipt = (values_ * grads_).abs_();
-  ipt_ema_.mul_(beta1_).add_(ipt * (1.0 - beta1_));
-  unc_ema_.mul_(beta2_).add_((ipt - ipt_ema_).abs_() * (1.0 - beta2_));
+  if (!ipt_.defined()) {  // scratch reused every step: no fresh 4 x numel allocations to page in
+    ipt_ = at::empty_like(values_);
+    tmp_ = at::empty_like(values_);
+  }
+  // The same operations, in the same order, as (values * grads).abs(), ema * b + ipt * (1 - b), ...
+  auto scalar = [&](double v) { return at::scalar_tensor(v, values_.options()); };
+  at::mul_out(ipt_, values_, grads_).abs_();
+  ipt_ema_.mul_(beta1_).add_(at::mul_out(tmp_, ipt_, scalar(1.0 - beta1_)));
+  at::sub_out(tmp_, ipt_, ipt_ema_).abs_().mul_(1.0 - beta2_);
+  unc_ema_.mul_(beta2_).add_(tmp_);
 }
 
 at::Tensor RankAllocator::triplet_scores() const {

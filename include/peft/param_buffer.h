@@ -54,6 +54,7 @@ class AdamW {
   ParamBuffer& params_;
   Options options_;
   at::Tensor exp_avg_, exp_avg_sq_;
+  at::Tensor denom_;  // step()'s scratch
   int64_t step_ = 0;
 };
 

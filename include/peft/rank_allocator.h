@@ -63,6 +63,7 @@ class RankAllocator {
   at::Tensor a_triplet_, b_triplet_;  // triplet index of every A and B element
   at::Tensor a_count_, b_count_;      // columns of A / rows of B per triplet (float64)
   at::Tensor ipt_ema_, unc_ema_;      // undefined until the first update
+  at::Tensor ipt_, tmp_;              // update_ipt's scratch, allocated once
   at::Tensor pattern_mask_;           // (total_rank) bool, kept triplets of the last rank_pattern
   int64_t calls_ = 0;
   double beta1_, beta2_;
