@@ -9,6 +9,7 @@
 #include "peft/checkpoint.h"
 #include "peft/safetensors.h"
 #include "peft/trainer.h"
+#include "eval_reference.h"
 #include "test_util.h"
 
 using namespace peft;
@@ -199,20 +200,10 @@ TEST(Trainer, EvalLossMatchesAHandComputedMean) {
   m.train(false);
   at::NoGradGuard ng;
   auto tok = Tokenizer::from_file(tiny() + "/tokenizer.json");
-  std::ifstream in(tiny() + "/train.jsonl");
-  std::string line;
-  double sum = 0;
-  int64_t n = 0;
-  while (std::getline(in, line)) {
-    auto ids32 = tok.encode(nlohmann::json::parse(line)["text"].get<std::string>());
-    std::vector<int64_t> ids(ids32.begin(), ids32.end());
-    Batch b;
-    b.input_ids = at::tensor(ids, at::kLong).unsqueeze(0);
-    auto logits = m.forward(b).logits.to(at::kDouble);
-    auto lp = at::log_softmax(logits[0], -1);
-    for (size_t i = 0; i + 1 < ids.size(); ++i) sum -= lp[i][ids[i + 1]].item<double>();
-    n += static_cast<int64_t>(ids.size()) - 1;
-  }
+  auto ref = reference_causal_loss([&](const at::Tensor& ids) { Batch b; b.input_ids = ids; return m.forward(b).logits; },
+                                   tok, tiny() + "/train.jsonl");
+  double sum = ref.loss_sum;
+  int64_t n = ref.count;
   EXPECT_EQ(e.tokens, n);
   EXPECT_NEAR(e.loss, sum / n, 1e-5);
   EXPECT_NEAR(e.perplexity, std::exp(sum / n), 1e-3);
