@@ -53,6 +53,7 @@ void split_piece(const Piece& p, const std::vector<Match>& matches, SplitBehavio
       std::reverse(spans.begin(), spans.end());
       break;
   }
+  out.reserve(out.size() + spans.size());
   for (auto& s : spans) {
     if (s.keep && s.end > s.start) out.push_back(slice(p, s.start, s.end));
   }
