@@ -46,7 +46,16 @@ MergeResult merge_to_checkpoint(const MergeOptions& o) {
   auto peft = PeftModel::load(base, o.adapter_dir);
   MergeResult r;
   r.merged_modules = static_cast<int64_t>(peft->modules().size());
-  r.modules_to_save = peft->config().modules_to_save;
+  // modules_to_save names that exist in this model (PEFT's defaults name both "classifier" and "score").
+  for (auto& name : peft->config().modules_to_save) {
+    for (auto& p : base->named_parameters(true)) {
+      const std::string& k = p.key();
+      if (k.rfind(name + ".", 0) == 0 || k.find("." + name + ".") != std::string::npos) {
+        r.modules_to_save.push_back(name);
+        break;
+      }
+    }
+  }
   {
     at::NoGradGuard no_grad;
     for (auto& m : peft->modules()) {

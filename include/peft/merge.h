@@ -16,7 +16,7 @@ struct MergeOptions {
 
 struct MergeResult {
   int64_t merged_modules = 0;               // projections that carried an adapter
-  std::vector<std::string> modules_to_save;  // weights taken from the adapter in full (e.g. a classifier)
+  std::vector<std::string> modules_to_save;  // present in the model, taken from the adapter in full (e.g. a classifier)
   int64_t tensors = 0;                      // written to model.safetensors
   std::vector<std::string> copied_files;    // tokenizer / generation files copied from model_dir
 };
