@@ -6,6 +6,7 @@
 
 #include "args.h"
 #include "command.h"
+#include "peft/compat.h"
 #include "peft/evaluate.h"
 #include "peft/model_tokenizer.h"
 #include "peft/peft_model.h"
@@ -13,7 +14,7 @@
 namespace {
 
 int run_eval(const std::vector<std::string>& argv) {
-  std::string model_dir, adapter_dir, data, chat_format, dtype = "float32";
+  std::string device = "cpu", model_dir, adapter_dir, data, chat_format, dtype = "float32";
   int64_t batch_size = 8, max_length = 512;
   peft::cli::Args args(
       "eval", "peft eval --model DIR [--adapter DIR] --data FILE.jsonl [options]",
@@ -32,6 +33,7 @@ int run_eval(const std::vector<std::string>& argv) {
   args.flag("max-length", "N", "cut examples to this many tokens, as training does (default 512)", &max_length);
   args.flag("chat-format", "NAME", "chat format for {\"messages\"} data when the model's template is not recognised", &chat_format);
   args.flag("dtype", "NAME", "base weights float32 (default) or bfloat16", &dtype);
+  args.flag("device", "NAME", "cpu (default) or cuda (a libtorch build with CUDA)", &device);
   if (!args.parse(argv)) return 0;
   args.require("model", model_dir);
   args.require("data", data);
@@ -46,6 +48,11 @@ int run_eval(const std::vector<std::string>& argv) {
 
   peft::LoadOptions lo;
   lo.dtype = peft::parse_dtype(dtype);
+  try {
+    lo.device = peft::compat::device_from_name(device);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--device: ") + e.what());
+  }
   auto model = peft::load_model(model_dir, lo);
   peft::check_task(dataset, model->config(), data, model_dir);
   peft::EvalResult r;

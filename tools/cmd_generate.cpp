@@ -5,6 +5,7 @@
 
 #include "args.h"
 #include "command.h"
+#include "peft/compat.h"
 #include "peft/generate.h"
 #include "peft/model_tokenizer.h"
 #include "peft/peft_model.h"
@@ -13,7 +14,7 @@
 namespace {
 
 int run_generate(const std::vector<std::string>& argv) {
-  std::string model_dir, adapter_dir, prompt, chat_format, dtype = "float32";
+  std::string device = "cpu", model_dir, adapter_dir, prompt, chat_format, dtype = "float32";
   peft::GenerateOptions g;
   bool chat = false, show_stats = false;
   peft::cli::Args args(
@@ -39,6 +40,7 @@ int run_generate(const std::vector<std::string>& argv) {
   args.toggle("chat", "render the prompt as a user message in the model's chat format, ready for the reply", &chat);
   args.flag("chat-format", "NAME", "chat format to use when the model's template is not recognised", &chat_format);
   args.flag("dtype", "NAME", "base weights float32 (default) or bfloat16", &dtype);
+  args.flag("device", "NAME", "cpu (default) or cuda (a libtorch build with CUDA)", &device);
   args.toggle("stats", "print the number of tokens, the stop reason and tokens/s to stderr at the end", &show_stats);
   if (!args.parse(argv)) return 0;
   args.require("model", model_dir);
@@ -62,6 +64,11 @@ int run_generate(const std::vector<std::string>& argv) {
 
   peft::LoadOptions lo;
   lo.dtype = peft::parse_dtype(dtype);
+  try {
+    lo.device = peft::compat::device_from_name(device);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--device: ") + e.what());
+  }
   auto model = peft::load_model(model_dir, lo);
   if (!model->config().is_causal_lm)
     throw std::invalid_argument(model_dir + " is " + model->config().architecture + ", not a causal LM; generate needs one");
