@@ -59,11 +59,13 @@ std::vector<AddedToken> read_added_tokens(const json& list, const Where& w) {
   return tokens;
 }
 
-template <class T, class Make>
-std::unique_ptr<T> optional_component(const json& j, const char* key, const Where& w, Make make) {
+// The stage stored under `key`, or null when the file has none.
+template <class Make>
+auto optional_component(const json& j, const char* key, const std::string& origin, Make make)
+    -> decltype(make(j, Where{})) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return nullptr;
-  return make(*it, w.at(key));
+  return make(*it, Where{origin, key});
 }
 
 }  // namespace
@@ -71,14 +73,12 @@ std::unique_ptr<T> optional_component(const json& j, const char* key, const Wher
 void Tokenizer::Impl::load(const json& j, const Where& top) {
   if (!j.is_object()) top.fail("expected a JSON object at the top level");
   auto at = [&](const char* key) { return Where{top.origin, key}; };
-  if (auto it = j.find("normalizer"); it != j.end() && !it->is_null()) normalizer = make_normalizer(*it, at("normalizer"));
-  if (auto it = j.find("pre_tokenizer"); it != j.end() && !it->is_null())
-    pre_tokenizer = make_pre_tokenizer(*it, at("pre_tokenizer"));
+  normalizer = optional_component(j, "normalizer", top.origin, make_normalizer);
+  pre_tokenizer = optional_component(j, "pre_tokenizer", top.origin, make_pre_tokenizer);
   if (!j.contains("model")) top.fail("missing field 'model'");
   model = make_model(j["model"], at("model"));
-  if (auto it = j.find("post_processor"); it != j.end() && !it->is_null())
-    post_processor = make_post_processor(*it, at("post_processor"));
-  if (auto it = j.find("decoder"); it != j.end() && !it->is_null()) decoder = make_decoder(*it, at("decoder"));
+  post_processor = optional_component(j, "post_processor", top.origin, make_post_processor);
+  decoder = optional_component(j, "decoder", top.origin, make_decoder);
 
   if (auto it = j.find("truncation"); it != j.end() && !it->is_null()) {
     Where tw = at("truncation");
