@@ -2,6 +2,7 @@
 // PEFT_BENCH; `peft_bench [name-substring]` runs all or a selection and prints one line per figure.
 #pragma once
 #include <chrono>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -21,6 +22,13 @@ struct Registrar {
 
 inline double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// The 1-minute load average (/proc/loadavg), to read timings taken on a busy machine with care.
+inline std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string load;
+  return in >> load ? load : "unknown";
 }
 
 }  // namespace peft::bench

@@ -159,8 +159,8 @@ void bench_adalora() {
   const int measured = 10;  // steps 3..12 of AdaLoRA: one of them (step 10) masks
   Run lora(layers, lora_config());
   Run ada(layers, adalora_config());
-  std::printf("adalora smollm2-135m: %ld modules, base %.1fM params frozen, trainable lora %.2fM, adalora %.2fM\n",
-              static_cast<long>(ada.pm->modules().size()), (ada.pm->total_parameters() - ada.pm->trainable_parameters()) / 1e6,
+  std::printf("adalora smollm2-135m: load average %s, %ld modules, base %.1fM params frozen, trainable lora %.2fM, adalora %.2fM\n",
+              peft::bench::load_average().c_str(), static_cast<long>(ada.pm->modules().size()), (ada.pm->total_parameters() - ada.pm->trainable_parameters()) / 1e6,
               lora.pm->trainable_parameters() / 1e6, ada.pm->trainable_parameters() / 1e6);
 
   peft::Batch batch;
@@ -218,9 +218,11 @@ void bench_adalora() {
   auto big_t = time_allocator(ada, 60);
   auto small_t = time_allocator(small, 60);
   auto line = [](const char* what, const Run& r, const AllocatorTimes& t) {
-    std::printf("adalora allocator %s: %ld modules, %.2fM adapter params: plain %.2f ms (%ld ops), mask %.2f ms (%ld ops)\n",
-                what, static_cast<long>(r.pm->modules().size()), r.pm->trainable_parameters() / 1e6, t.plain_ms,
-                static_cast<long>(t.plain_ops), t.mask_ms, static_cast<long>(t.mask_ops));
+    double n = static_cast<double>(r.pm->trainable_parameters());
+    std::printf("adalora allocator %s: %ld modules, %.2fM adapter params: plain %.2f ms (%ld ops, %.2f ns/param), "
+                "mask %.2f ms (%ld ops, %.2f ns/param)\n",
+                what, static_cast<long>(r.pm->modules().size()), n / 1e6, t.plain_ms, static_cast<long>(t.plain_ops),
+                t.plain_ms * 1e6 / n, t.mask_ms, static_cast<long>(t.mask_ops), t.mask_ms * 1e6 / n);
   };
   line("30 layers", ada, big_t);
   line(" 4 layers", small, small_t);

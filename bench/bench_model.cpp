@@ -74,8 +74,9 @@ void bench_model() {
   double achieved = flops / step_s / 1e9;
   double ceiling = matmul_gflops(2048, 5);
 
-  std::printf("model llama-110m: %.1fM params (%.1fM in matmuls), batch %ldx%ld, float32, all parameters trained\n",
-              params / 1e6, matmul_params / 1e6, static_cast<long>(B), static_cast<long>(T));
+  std::printf("model llama-110m: load average %s, %.1fM params (%.1fM in matmuls), batch %ldx%ld, float32, "
+              "all parameters trained\n",
+              peft::bench::load_average().c_str(), params / 1e6, matmul_params / 1e6, static_cast<long>(B), static_cast<long>(T));
   std::printf("model llama-110m: forward+backward %.0f ms/step (median of %d), %.0f tokens/s\n", step_s * 1e3, steps,
               tokens / step_s);
   std::printf("model llama-110m: flops = 6 * N_matmul * tokens + 12 * layers * T^2 * hidden * batch = %.1f GFLOP/step\n",
