@@ -11,11 +11,12 @@ namespace peft::text {
 
 namespace {
 
-// Oniguruma's Unicode \s (White_Space) and \w (Letter|Mark|Number|Connector_Punctuation), as the
-// contents of a character class.
+// Oniguruma's Unicode \s (White_Space) and \w (Letter, Mark, Number, Connector_Punctuation and
+// the alphabetic symbols such as circled letters), as the contents of a character class.
 const char* kSpaceClass =
     "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}\\x{205f}\\x{3000}";
-const char* kWordClass = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
+const char* kWordClass =
+    "\\p{L}\\p{M}\\p{N}\\p{Pc}\\x{24b6}-\\x{24e9}\\x{1f130}-\\x{1f149}\\x{1f150}-\\x{1f169}\\x{1f170}-\\x{1f189}";
 const char* kHexClass = "0-9a-fA-F";  // Ruby syntax's \h
 
 // Rewrites the escapes whose meaning differs between Oniguruma and PCRE2.
@@ -29,7 +30,11 @@ std::string translate(const std::string& p) {
       const char* cls = e == 's' || e == 'S' ? kSpaceClass : e == 'w' || e == 'W' ? kWordClass
                       : e == 'h' || e == 'H' ? kHexClass : nullptr;
       bool negated = e == 'S' || e == 'W' || e == 'H';
-      if (cls && depth == 0) {
+      if ((e == 'b' || e == 'B') && depth == 0) {  // word boundaries on Oniguruma's \w
+        std::string w = std::string("[") + kWordClass + "]";
+        out += e == 'b' ? "(?:(?<=" + w + ")(?!" + w + ")|(?<!" + w + ")(?=" + w + "))"
+                        : "(?:(?<=" + w + ")(?=" + w + ")|(?<!" + w + ")(?!" + w + "))";
+      } else if (cls && depth == 0) {
         out += negated ? "[^" : "[";
         out += cls;
         out += ']';
