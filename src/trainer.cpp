@@ -449,10 +449,16 @@ TrainResult Trainer::train() {
       nlohmann::json m = {{"type", "train"}, {"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", gn},
                           {"tokens", step_tokens}, {"tokens_per_s", tps}, {"elapsed_s", elapsed},
                           {"epoch", static_cast<double>(micro_) / static_cast<double>(loader_->steps_per_epoch())}};
-      if (task_acc.defined()) m["task_loss"] = task_acc.item<double>();
       std::ostringstream os;
-      os << "step " << step + 1 << "/" << total_steps_ << "  loss " << fmt(loss) << "  lr " << fmt(lr, 3) << "  "
-         << static_cast<int64_t>(tps) << " tok/s  ETA " << duration(eta);
+      os << "step " << step + 1 << "/" << total_steps_;
+      if (task_acc.defined() && ada) {  // the model's loss, and AdaLoRA's orthogonal penalty beside it
+        double task = task_acc.item<double>();
+        m["task_loss"] = task;
+        os << "  loss " << fmt(task) << " (+orth " << fmt(loss - task, 3) << ")";
+      } else {
+        os << "  loss " << fmt(loss);
+      }
+      os << "  lr " << fmt(lr, 3) << "  " << static_cast<int64_t>(tps) << " tok/s  ETA " << duration(eta);
       if (ada) {
         auto live = peft_->allocator()->live_ranks();
         int64_t live_total = 0;
