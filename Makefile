@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test test-data bench clean
+.PHONY: all setup configure build test test-data bench demo clean
 
 all: build
 
@@ -27,6 +27,12 @@ test: build test-data
 
 bench: build
 	$(BUILD)/peft_bench
+
+# AdaLoRA fine-tunes the shipped models/fortune-llama on data/demo (docs/demo-model.md). Only the
+# command-line program is built, so the first run is not spent compiling the tests.
+demo: configure
+	cmake --build $(BUILD) -j $(JOBS) --target peft_cli
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf $(BUILD)
