@@ -4,9 +4,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "peft/file_io.h"
 
 namespace peft {
 
@@ -174,26 +175,11 @@ AdapterConfig AdapterConfig::from_json(const nlohmann::json& j, const std::strin
 }
 
 AdapterConfig AdapterConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open (expected a PEFT adapter_config.json)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": malformed JSON: " + e.what());
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path, "a PEFT adapter_config.json"), path);
 }
 
 void AdapterConfig::save(const std::string& path) const {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << to_json().dump(2) << "\n";
-    out.flush();
-    if (!out) throw std::runtime_error(tmp + ": write failed");
-  }
-  std::filesystem::rename(tmp, path);
+  write_text_atomic(path, to_json().dump(2) + "\n");
 }
 
 BudgetStep budget_schedule(const AdapterConfig& c, int64_t n_modules, int64_t step) {

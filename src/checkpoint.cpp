@@ -12,32 +12,13 @@
 #include <fstream>
 #include <stdexcept>
 
+#include "peft/file_io.h"
 #include "peft/safetensors.h"
 
 namespace peft {
 namespace fs = std::filesystem;
 
 namespace {
-
-void fsync_path(const fs::path& p) {
-  int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error(tmp.string() + ": write failed");
-  }
-  fsync_path(tmp);
-  fs::rename(tmp, path);
-}
 
 // Test hook: PEFT_FAULT_KILL_DURING_CHECKPOINT=N ends the process in the middle of writing the
 // checkpoint of step N, as a power cut or `kill -9` would, so tests can check the previous one survives.
@@ -59,13 +40,13 @@ std::string save_checkpoint(const std::string& root, int64_t step, const Checkpo
   fs::create_directories(tmp);
   save_safetensors((tmp / "state.safetensors").string(), ckpt.tensors, {{"format", "peft.cpp-checkpoint"}});
   maybe_fault(step);
-  write_text_atomic(tmp / "trainer_state.json", ckpt.state.dump(2) + "\n");
+  write_text_atomic((tmp / "trainer_state.json").string(), ckpt.state.dump(2) + "\n");
   if (extra) extra(tmp.string());
-  fsync_path(tmp);
+  fsync_path(tmp.string());
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
-  fsync_path(root);
-  write_text_atomic(fs::path(root) / "latest", name + "\n");
+  fsync_path(fs::path(root).string());
+  write_text_atomic((fs::path(root) / "latest").string(), name + "\n");
   // Keep the newest `keep` checkpoints.
   std::vector<std::pair<int64_t, fs::path>> all;
   for (auto& e : fs::directory_iterator(root)) {
@@ -99,12 +80,7 @@ Checkpoint load_checkpoint(const std::string& path) {
     throw std::runtime_error(path + ": not a checkpoint (expected trainer_state.json and state.safetensors)");
   }
   Checkpoint c;
-  std::ifstream in(dir / "trainer_state.json");
-  try {
-    in >> c.state;
-  } catch (const std::exception& e) {
-    throw std::runtime_error((dir / "trainer_state.json").string() + ": malformed JSON: " + e.what());
-  }
+  c.state = read_json_file((dir / "trainer_state.json").string(), "a checkpoint's trainer state");
   c.tensors = load_safetensors((dir / "state.safetensors").string());
   return c;
 }

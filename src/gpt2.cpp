@@ -20,15 +20,7 @@ struct GPT2Attention : torch::nn::Module {
     auto qkv = c_attn->forward(x).split(embd, -1);
     auto shape = [&](const at::Tensor& t) { return t.view({B, T, heads, head_dim}).transpose(1, 2); };
     auto q = shape(qkv[0]), k = shape(qkv[1]), v = shape(qkv[2]);
-    if (cache) {
-      if (cache->k.size() <= layer) cache->k.resize(layer + 1), cache->v.resize(layer + 1);
-      if (cache->k[layer].defined()) {
-        k = at::cat({cache->k[layer], k}, 2);
-        v = at::cat({cache->v[layer], v}, 2);
-      }
-      cache->k[layer] = k;
-      cache->v[layer] = v;
-    }
+    if (cache) cache->append(layer, k, v);
     auto out = compat::attention(q, k, v, mask, true, 1.0 / std::sqrt(static_cast<double>(head_dim)));
     return c_proj->forward(out.transpose(1, 2).reshape({B, T, embd}));
   }

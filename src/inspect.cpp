@@ -3,7 +3,6 @@
 #include "peft/inspect.h"
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -11,6 +10,7 @@
 
 #include "peft/adapter_config.h"
 #include "peft/chat_format.h"
+#include "peft/file_io.h"
 #include "peft/model_config.h"
 #include "peft/model_tokenizer.h"
 #include "peft/safetensors.h"
@@ -21,15 +21,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-nlohmann::json read_json_file(const fs::path& path, const std::string& what) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path.string() + ": cannot open (expected " + what + ")");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path.string() + ": malformed JSON: " + e.what());
-  }
+nlohmann::json read_json_object(const fs::path& path, const std::string& what) {
+  auto j = read_json_file(path.string(), what);
   if (!j.is_object()) throw std::runtime_error(path.string() + ": expected a JSON object (" + what + ")");
   return j;
 }
@@ -76,7 +69,7 @@ std::vector<fs::path> weight_files(const fs::path& dir) {
   if (fs::exists(dir / "model.safetensors")) return {dir / "model.safetensors"};
   fs::path index = dir / "model.safetensors.index.json";
   if (!fs::exists(index)) return {};
-  auto j = read_json_file(index, "a sharded checkpoint index");
+  auto j = read_json_object(index, "a sharded checkpoint index");
   if (!j.contains("weight_map") || !j["weight_map"].is_object())
     throw std::runtime_error(index.string() + ": no \"weight_map\" object");
   std::set<std::string> shards;
@@ -170,7 +163,7 @@ Inspection inspect_model(const std::string& dir) {
   r.path = dir;
   r.kind = "model";
   fs::path cfg_path = d / "config.json";
-  auto raw = read_json_file(cfg_path, "a Hugging Face config.json");
+  auto raw = read_json_object(cfg_path, "a Hugging Face config.json");
   std::string arch = "(none)";
   if (raw.contains("architectures") && raw["architectures"].is_array() && !raw["architectures"].empty() &&
       raw["architectures"][0].is_string())

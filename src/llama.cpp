@@ -26,15 +26,7 @@ struct LlamaAttention : torch::nn::Module {
     auto v = v_proj->forward(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     q = Rope::apply(q, cos, sin);
     k = Rope::apply(k, cos, sin);
-    if (cache) {
-      if (cache->k.size() <= layer) cache->k.resize(layer + 1), cache->v.resize(layer + 1);
-      if (cache->k[layer].defined()) {
-        k = at::cat({cache->k[layer], k}, 2);
-        v = at::cat({cache->v[layer], v}, 2);
-      }
-      cache->k[layer] = k;
-      cache->v[layer] = v;
-    }
+    if (cache) cache->append(layer, k, v);
     auto rep = heads / kv_heads;
     auto out = compat::attention(q, repeat_kv(k, rep), repeat_kv(v, rep), mask, /*causal=*/true,
                                  1.0 / std::sqrt(static_cast<double>(head_dim)));

@@ -3,9 +3,9 @@
 #include "peft/merge.h"
 
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
+#include "peft/file_io.h"
 #include "peft/model.h"
 #include "peft/peft_model.h"
 
@@ -19,15 +19,6 @@ bool same_place(const fs::path& a, const fs::path& b) {
   return fs::exists(a) && fs::exists(b) && fs::equivalent(a, b, ec);
 }
 
-void write_json_atomic(const fs::path& path, const nlohmann::json& j) {
-  fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << "\n";
-    if (!out) throw std::runtime_error(tmp.string() + ": write failed");
-  }
-  fs::rename(tmp, path);
-}
 
 }  // namespace
 
@@ -77,7 +68,7 @@ MergeResult merge_to_checkpoint(const MergeOptions& o) {
   std::string name = dtype == at::kFloat ? "float32" : "bfloat16";
   if (config.contains("torch_dtype") || !config.contains("dtype")) config["torch_dtype"] = name;
   if (config.contains("dtype")) config["dtype"] = name;
-  write_json_atomic(out / "config.json", config);
+  write_text_atomic((out / "config.json").string(), config.dump(2) + "\n");
   r.tensors = static_cast<int64_t>(merged->state_dict_tensors().size());
 
   for (auto* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {

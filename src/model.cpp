@@ -6,15 +6,25 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 
 #include "peft/families.h"
+#include "peft/file_io.h"
 #include "peft/safetensors.h"
 
 namespace peft {
+
+void KVCache::append(size_t layer, at::Tensor& new_k, at::Tensor& new_v) {
+  if (k.size() <= layer) k.resize(layer + 1), v.resize(layer + 1);
+  if (k[layer].defined()) {
+    new_k = at::cat({k[layer], new_k}, 2);
+    new_v = at::cat({v[layer], new_v}, 2);
+  }
+  k[layer] = new_k;
+  v[layer] = new_v;
+}
 
 std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> Model::linear_modules() {
   std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> out;
@@ -142,13 +152,7 @@ void save_model(Model& model, const std::string& dir) {
   namespace fs = std::filesystem;
   fs::create_directories(dir);
   auto config = model.config().raw;
-  std::string tmp = (fs::path(dir) / "config.json.tmp").string();
-  {
-    std::ofstream out(tmp);
-    out << config.dump(2) << "\n";
-    if (!out) throw std::runtime_error(tmp + ": write failed");
-  }
-  fs::rename(tmp, fs::path(dir) / "config.json");
+  write_text_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
   auto tensors = model.state_dict_tensors();
   save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
 }

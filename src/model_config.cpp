@@ -2,9 +2,10 @@
 // Reads both rope forms (top-level rope_theta and the newer rope_parameters) and names any bad key.
 #include "peft/model_config.h"
 
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
+
+#include "peft/file_io.h"
 
 namespace peft {
 namespace {
@@ -213,15 +214,7 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
 }
 
 ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open (expected a Hugging Face config.json)");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(path + ": malformed JSON: " + e.what());
-  }
-  return from_json(j, path);
+  return from_json(read_json_file(path, "a Hugging Face config.json"), path);
 }
 
 }  // namespace peft

@@ -3,10 +3,11 @@
 #include "peft/model_tokenizer.h"
 
 #include <filesystem>
-#include <fstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+
+#include "peft/file_io.h"
 
 namespace peft {
 namespace fs = std::filesystem;
@@ -54,8 +55,7 @@ void add_ids(const nlohmann::json& j, std::set<int64_t>& out) {
 
 void add_eos_from(const fs::path& file, std::set<int64_t>& out) {
   if (!fs::exists(file)) return;
-  std::ifstream in(file);
-  auto j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  auto j = read_json_file(file.string(), "a JSON object");
   if (!j.is_object()) throw std::runtime_error(file.string() + ": not a JSON object");
   if (j.contains("eos_token_id")) add_ids(j["eos_token_id"], out);
 }

@@ -4,10 +4,10 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
+#include "peft/file_io.h"
 #include "peft/model.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
@@ -17,17 +17,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-nlohmann::json read_json(const fs::path& p) {
-  std::ifstream in(p);
-  if (!in) throw std::runtime_error(p.string() + ": cannot open");
-  nlohmann::json j;
-  try {
-    in >> j;
-  } catch (const std::exception& e) {
-    throw std::runtime_error(p.string() + ": malformed JSON: " + e.what());
-  }
-  return j;
-}
+nlohmann::json read_json(const fs::path& p) { return read_json_file(p.string(), "a file of a recorded case"); }
 
 at::Tensor to_tensor_2d(const nlohmann::json& rows, const std::string& what) {
   if (!rows.is_array() || rows.empty() || !rows[0].is_array()) throw std::runtime_error(what + ": expected a list of rows");

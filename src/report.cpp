@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <unistd.h>
 
+#include "peft/file_io.h"
 #include "peft/rank_table.h"
 
 namespace peft {
@@ -554,20 +555,7 @@ std::string write_report(const std::string& run_dir, const ReportOptions& option
   if (name.empty() || name == ".") name = fs::absolute(run_dir).lexically_normal().parent_path().filename().string();
   std::string title = options.title.empty() ? "peft run " + name : options.title;
   std::string path = options.output_path.empty() ? (fs::path(run_dir) / "report.html").string() : options.output_path;
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error(tmp + ": cannot write (check that the run directory is writable)");
-    out << render_report_html(rec, title);
-    out.flush();
-    if (!out) throw std::runtime_error(tmp + ": write failed (disk full?)");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp);
-    throw std::runtime_error(path + ": cannot replace (" + ec.message() + ")");
-  }
+  write_text_atomic(path, render_report_html(rec, title));
   return path;
 }
 

@@ -14,6 +14,7 @@
 #include "peft/chat_format.h"
 #include "peft/checkpoint.h"
 #include "peft/compat.h"
+#include "peft/file_io.h"
 #include "peft/rank_table.h"
 #include "peft/report.h"
 #include "peft/text_encoder.h"
@@ -65,9 +66,7 @@ void truncate_jsonl(const fs::path& path, int64_t step) {
     }
   }
   in.close();
-  fs::path tmp = path.string() + ".tmp";
-  std::ofstream(tmp) << kept.str();
-  fs::rename(tmp, path);
+  write_text_atomic(path.string(), kept.str());
 }
 
 void append_jsonl(const fs::path& path, const nlohmann::json& j) {

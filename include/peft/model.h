@@ -19,6 +19,9 @@ namespace peft {
 struct KVCache {
   std::vector<at::Tensor> k, v;  // per layer: (B, kv_heads, T_past, head_dim)
   int64_t length() const { return k.empty() || !k[0].defined() ? 0 : k[0].size(2); }
+  // Appends this step's keys and values of `layer` (B, kv_heads, T, head_dim) to the cache and
+  // replaces them with the whole past plus the new positions.
+  void append(size_t layer, at::Tensor& new_k, at::Tensor& new_v);
 };
 
 struct Batch {

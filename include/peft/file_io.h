@@ -1,0 +1,21 @@
+// Small file helpers shared by every reader and writer: JSON files read with errors that name the
+// file, and text written atomically (temporary file, fsync, rename) so a crash never leaves half a file.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace peft {
+
+// Parses the JSON file at `path`. `what` says what the file should be ("a Hugging Face
+// config.json"); it appears in the error when the file is missing or is not valid JSON.
+nlohmann::json read_json_file(const std::string& path, const std::string& what);
+
+// Writes `text` to `path` through `path.tmp`: the old file stays whole until the new one is on disk.
+void write_text_atomic(const std::string& path, const std::string& text);
+
+// Flushes a file or directory to disk (directories: so that a rename inside them is durable).
+void fsync_path(const std::string& path);
+
+}  // namespace peft
