@@ -1,154 +1,90 @@
-// The option table of `peft train`: each entry parses a flag or recipe value into TrainOptions and
-// documents itself for --help. Unknown flags and bad values name themselves and list close names.
+// The option table of `peft train`: peft::Flags bound to a TrainOptions parses each flag or recipe
+// value and documents it for --help. Unknown flags and bad values name themselves and the closest name.
 #include "peft/train_options.h"
 
-#include <fstream>
-#include <functional>
-#include <sstream>
 #include <stdexcept>
+
+#include "peft/file_io.h"
+#include "peft/flags.h"
 
 namespace peft {
 namespace {
 
-struct Option {
-  std::string name;
-  std::string arg;   // "" for a boolean switch
-  std::string help;
-  std::function<void(TrainOptions&, const std::string&)> set;
-};
-
-int64_t to_int(const std::string& name, const std::string& v) {
-  try {
-    size_t pos = 0;
-    long long x = std::stoll(v, &pos);
-    if (pos != v.size()) throw std::invalid_argument("");
-    return x;
-  } catch (...) {
-    throw std::invalid_argument("--" + name + ": expected an integer, got \"" + v + "\"");
-  }
-}
-
-double to_double(const std::string& name, const std::string& v) {
-  try {
-    size_t pos = 0;
-    double x = std::stod(v, &pos);
-    if (pos != v.size()) throw std::invalid_argument("");
-    return x;
-  } catch (...) {
-    throw std::invalid_argument("--" + name + ": expected a number, got \"" + v + "\"");
-  }
-}
-
-bool to_bool(const std::string& name, const std::string& v) {
-  if (v.empty() || v == "true" || v == "1" || v == "yes") return true;
-  if (v == "false" || v == "0" || v == "no") return false;
-  throw std::invalid_argument("--" + name + ": expected true or false, got \"" + v + "\"");
-}
-
-std::vector<std::string> to_list(const std::string& v) {
-  std::vector<std::string> out;
-  std::stringstream ss(v);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
-#define STR(field) [](TrainOptions& o, const std::string& v) { o.field = v; }
-#define INT(field) [](TrainOptions& o, const std::string& v) { o.field = to_int(#field, v); }
-#define DBL(field) [](TrainOptions& o, const std::string& v) { o.field = to_double(#field, v); }
-#define BOOL(field) [](TrainOptions& o, const std::string& v) { o.field = to_bool(#field, v); }
-
-const std::vector<Option>& options() {
-  static const std::vector<Option> table = {
-      {"model", "DIR", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)", STR(model_dir)},
-      {"from-scratch", "", "initialise the weights from config.json instead of loading them (with --method full)", BOOL(from_scratch)},
-      {"method", "NAME", "adalora (default), lora, or full (every weight trained)", STR(method)},
-      {"data", "FILE", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or {\"text\",\"label\"}", STR(data)},
-      {"eval-data", "FILE", "evaluation data in the same form", STR(eval_data)},
-      {"eval-fraction", "F", "hold out this fraction of --data for evaluation (when no --eval-data)", DBL(eval_fraction)},
-      {"output-dir", "DIR", "where adapter/, checkpoints/, metrics.jsonl, ranks.jsonl, report.html go (default out)", STR(output_dir)},
-      {"chat-format", "NAME", "chat format for {\"messages\"} data when the model's template is not recognised", STR(chat_format)},
-      {"resume", "CKPT", "continue from a checkpoint directory, or 'latest' in --output-dir", STR(resume)},
-      // adapter
-      {"init_r", "N", "AdaLoRA: rank every module starts with (default 12)", INT(adapter.init_r)},
-      {"target_r", "N", "AdaLoRA: average rank at the end (default 8)", INT(adapter.target_r)},
-      {"tinit", "N", "AdaLoRA: warm-up steps without pruning (default: 10% of total_step)",
-       [](TrainOptions& o, const std::string& v) { o.adapter.tinit = to_int("tinit", v); o.tinit_set = true; }},
-      {"tfinal", "N", "AdaLoRA: final steps with the mask frozen (default: 20% of total_step)",
-       [](TrainOptions& o, const std::string& v) { o.adapter.tfinal = to_int("tfinal", v); o.tfinal_set = true; }},
-      {"deltaT", "N", "AdaLoRA: steps between two masks while budgeting (default: 1% of total_step, at least 1)",
-       [](TrainOptions& o, const std::string& v) { o.adapter.deltaT = to_int("deltaT", v); o.deltaT_set = true; }},
-      {"beta1", "F", "AdaLoRA: EMA factor of sensitivity (default 0.85)", DBL(adapter.beta1)},
-      {"beta2", "F", "AdaLoRA: EMA factor of uncertainty (default 0.85)", DBL(adapter.beta2)},
-      {"orth_reg_weight", "F", "AdaLoRA: weight of the orthogonal penalty (default 0.5)", DBL(adapter.orth_reg_weight)},
-      {"total_step", "N", "AdaLoRA: optimizer steps of the schedule (default: derived from the plan; leave it)",
-       [](TrainOptions& o, const std::string& v) { o.adapter.total_step = to_int("total_step", v); o.total_step_set = true; }},
-      {"r", "N", "LoRA: rank (default 8)", INT(adapter.r)},
-      {"lora_alpha", "F", "scaling numerator (default 8; AdaLoRA multiplier lora_alpha/init_r, LoRA lora_alpha/r)", DBL(adapter.lora_alpha)},
-      {"lora_dropout", "F", "dropout on the adapter input (default 0)", DBL(adapter.lora_dropout)},
-      {"use_rslora", "", "LoRA: scale by lora_alpha/sqrt(r)", BOOL(adapter.use_rslora)},
-      {"target_modules", "LIST", "comma-separated module names (q_proj,v_proj), 'all-linear', or a regex with --target_modules_regex",
-       [](TrainOptions& o, const std::string& v) { o.adapter.target_modules = to_list(v); }},
-      {"target_modules_regex", "RE", "regex matched against whole module paths",
-       [](TrainOptions& o, const std::string& v) { o.adapter.target_modules_regex = v; }},
-      {"modules_to_save", "LIST", "comma-separated modules trained in full and saved with the adapter (classification: classifier)",
-       [](TrainOptions& o, const std::string& v) { o.adapter.modules_to_save = to_list(v); }},
-      // run
-      {"epochs", "N", "passes over the training data (default 1)", INT(epochs)},
-      {"max-steps", "N", "optimizer steps; overrides --epochs", INT(max_steps)},
-      {"batch-size", "N", "examples per micro-batch (default 8)", INT(batch_size)},
-      {"grad-accum", "N", "micro-batches per optimizer step (default 1)", INT(grad_accum)},
-      {"max-length", "N", "truncate examples to this many tokens (default 512)", INT(max_length)},
-      {"pack", "", "pack several examples per row (causal LM data)", BOOL(pack)},
-      {"lr", "F", "peak learning rate (default 1e-3)", DBL(lr)},
-      {"lr-scheduler", "NAME", "linear (default), cosine or constant, after warm-up", STR(lr_scheduler)},
-      {"warmup-steps", "N", "learning-rate warm-up steps (default 0)", INT(warmup_steps)},
-      {"warmup-ratio", "F", "warm-up as a fraction of the run (when no --warmup-steps)", DBL(warmup_ratio)},
-      {"weight-decay", "F", "AdamW decoupled weight decay (default 0)", DBL(weight_decay)},
-      {"max-grad-norm", "F", "clip the gradient norm to this (default 1; 0 = off)", DBL(max_grad_norm)},
-      {"adam-beta1", "F", "AdamW beta1 (default 0.9)", DBL(adam_beta1)},
-      {"adam-beta2", "F", "AdamW beta2 (default 0.999)", DBL(adam_beta2)},
-      {"adam-eps", "F", "AdamW eps (default 1e-8)", DBL(adam_eps)},
-      {"logging-steps", "N", "print a progress line every N optimizer steps (default 1)", INT(logging_steps)},
-      {"eval-steps", "N", "evaluate every N steps (default 0: at the start and the end)", INT(eval_steps)},
-      {"save-steps", "N", "checkpoint every N steps (default 0: at the end)", INT(save_steps)},
-      {"save-total-limit", "N", "checkpoints kept (default 2)", INT(save_total_limit)},
-      {"seed", "N", "seed of initialisation, shuffling and dropout (default 42)",
-       [](TrainOptions& o, const std::string& v) { o.seed = static_cast<uint64_t>(to_int("seed", v)); }},
-      {"dtype", "NAME", "base weights float32 (default) or bfloat16; adapters stay float32", STR(dtype)},
-      {"device", "NAME", "cpu (default) or cuda", STR(device)},
-      {"quiet", "", "no progress lines", BOOL(quiet)},
-      {"report", "", "write report.html at the end (default true; --report=false to skip)", BOOL(report)},
-  };
-  return table;
-}
-
-std::string normalise(std::string name) {
-  for (auto& c : name)
-    if (c == '_') c = '-';
-  return name;
-}
-
-const Option* find_option(const std::string& name) {
-  for (auto& o : options())
-    if (normalise(o.name) == normalise(name)) return &o;
-  return nullptr;
-}
-
-std::string suggest(const std::string& name) {
-  std::string best;
-  size_t best_score = 0;
-  for (auto& o : options()) {
-    size_t common = 0;
-    auto a = normalise(name), b = normalise(o.name);
-    for (size_t i = 0; i < std::min(a.size(), b.size()) && a[i] == b[i]; ++i) ++common;
-    if (common > best_score) {
-      best_score = common;
-      best = o.name;
-    }
-  }
-  return best_score >= 3 ? " (did you mean --" + best + "?)" : "";
+// The table of `peft train`, bound to `o`. `recipe` is listed so that --help and typos know it; its
+// files are applied by parse_train_options before the flags.
+Flags train_flags(TrainOptions& o) {
+  Flags f("train", "peft train --model DIR --data FILE [options]   (or --recipe FILE.json; flags override it)",
+          "Fine-tunes a Hugging Face model with AdaLoRA (default), LoRA, or in full. The trainer derives\n"
+          "total_step from the plan (examples, epochs, batch size, accumulation), calls update_and_allocate\n"
+          "after every optimizer step, checkpoints, and writes adapter/ (PEFT format), metrics.jsonl,\n"
+          "ranks.jsonl and report.html into --output-dir.",
+          "  peft train --model models/fortune-llama --data data/demo/definitions-train.jsonl \\\n"
+          "             --eval-fraction 0.1 --init_r 12 --target_r 4 --epochs 2 --lr 2e-2 --output-dir runs/ada");
+  f.options_note("recipe keys are the same names, e.g. {\"init_r\": 12, \"lr\": 0.002}");
+  f.flag("recipe", "FILE", "JSON object of option names to values, applied first (flags override it)",
+         [](const std::string& v) {
+           if (v.empty()) throw std::invalid_argument("expected a file name");
+         });
+  f.flag("model", "DIR", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)", &o.model_dir);
+  f.toggle("from-scratch", "initialise the weights from config.json instead of loading them (with --method full)", &o.from_scratch);
+  f.flag("method", "NAME", "adalora (default), lora, or full (every weight trained)", &o.method);
+  f.flag("data", "FILE", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or {\"text\",\"label\"}", &o.data);
+  f.flag("eval-data", "FILE", "evaluation data in the same form", &o.eval_data);
+  f.flag("eval-fraction", "F", "hold out this fraction of --data for evaluation (when no --eval-data)", &o.eval_fraction);
+  f.flag("output-dir", "DIR", "where adapter/, checkpoints/, metrics.jsonl, ranks.jsonl, report.html go (default out)", &o.output_dir);
+  f.flag("chat-format", "NAME", "chat format for {\"messages\"} data when the model's template is not recognised", &o.chat_format);
+  f.flag("resume", "CKPT", "continue from a checkpoint directory, or 'latest' in --output-dir", &o.resume);
+  // adapter
+  auto& a = o.adapter;
+  f.flag("init_r", "N", "AdaLoRA: rank every module starts with (default 12)", &a.init_r);
+  f.flag("target_r", "N", "AdaLoRA: average rank at the end (default 8)", &a.target_r);
+  f.flag("tinit", "N", "AdaLoRA: warm-up steps without pruning (default: 10% of total_step)",
+         [&o](const std::string& v) { o.adapter.tinit = Flags::to_int64(v); o.tinit_set = true; });
+  f.flag("tfinal", "N", "AdaLoRA: final steps with the mask frozen (default: 20% of total_step)",
+         [&o](const std::string& v) { o.adapter.tfinal = Flags::to_int64(v); o.tfinal_set = true; });
+  f.flag("deltaT", "N", "AdaLoRA: steps between two masks while budgeting (default: 1% of total_step, at least 1)",
+         [&o](const std::string& v) { o.adapter.deltaT = Flags::to_int64(v); o.deltaT_set = true; });
+  f.flag("beta1", "F", "AdaLoRA: EMA factor of sensitivity (default 0.85)", &a.beta1);
+  f.flag("beta2", "F", "AdaLoRA: EMA factor of uncertainty (default 0.85)", &a.beta2);
+  f.flag("orth_reg_weight", "F", "AdaLoRA: weight of the orthogonal penalty (default 0.5)", &a.orth_reg_weight);
+  f.flag("total_step", "N", "AdaLoRA: optimizer steps of the schedule (default: derived from the plan; leave it)",
+         [&o](const std::string& v) { o.adapter.total_step = Flags::to_int64(v); o.total_step_set = true; });
+  f.flag("r", "N", "LoRA: rank (default 8)", &a.r);
+  f.flag("lora_alpha", "F", "scaling numerator (default 8; AdaLoRA multiplier lora_alpha/init_r, LoRA lora_alpha/r)", &a.lora_alpha);
+  f.flag("lora_dropout", "F", "dropout on the adapter input (default 0)", &a.lora_dropout);
+  f.toggle("use_rslora", "LoRA: scale by lora_alpha/sqrt(r)", &a.use_rslora);
+  f.flag("target_modules", "LIST", "comma-separated module names (q_proj,v_proj), 'all-linear', or a regex with --target_modules_regex",
+         &a.target_modules);
+  f.flag("target_modules_regex", "RE", "regex matched against whole module paths",
+         [&o](const std::string& v) { o.adapter.target_modules_regex = v; });
+  f.flag("modules_to_save", "LIST", "comma-separated modules trained in full and saved with the adapter (classification: classifier)",
+         &a.modules_to_save);
+  // run
+  f.flag("epochs", "N", "passes over the training data (default 1)", &o.epochs);
+  f.flag("max-steps", "N", "optimizer steps; overrides --epochs", &o.max_steps);
+  f.flag("batch-size", "N", "examples per micro-batch (default 8)", &o.batch_size);
+  f.flag("grad-accum", "N", "micro-batches per optimizer step (default 1)", &o.grad_accum);
+  f.flag("max-length", "N", "truncate examples to this many tokens (default 512)", &o.max_length);
+  f.toggle("pack", "pack several examples per row (causal LM data)", &o.pack);
+  f.flag("lr", "F", "peak learning rate (default 1e-3)", &o.lr);
+  f.flag("lr-scheduler", "NAME", "linear (default), cosine or constant, after warm-up", &o.lr_scheduler);
+  f.flag("warmup-steps", "N", "learning-rate warm-up steps (default 0)", &o.warmup_steps);
+  f.flag("warmup-ratio", "F", "warm-up as a fraction of the run (when no --warmup-steps)", &o.warmup_ratio);
+  f.flag("weight-decay", "F", "AdamW decoupled weight decay (default 0)", &o.weight_decay);
+  f.flag("max-grad-norm", "F", "clip the gradient norm to this (default 1; 0 = off)", &o.max_grad_norm);
+  f.flag("adam-beta1", "F", "AdamW beta1 (default 0.9)", &o.adam_beta1);
+  f.flag("adam-beta2", "F", "AdamW beta2 (default 0.999)", &o.adam_beta2);
+  f.flag("adam-eps", "F", "AdamW eps (default 1e-8)", &o.adam_eps);
+  f.flag("logging-steps", "N", "print a progress line every N optimizer steps (default 1)", &o.logging_steps);
+  f.flag("eval-steps", "N", "evaluate every N steps (default 0: at the start and the end)", &o.eval_steps);
+  f.flag("save-steps", "N", "checkpoint every N steps (default 0: at the end)", &o.save_steps);
+  f.flag("save-total-limit", "N", "checkpoints kept (default 2)", &o.save_total_limit);
+  f.flag("seed", "N", "seed of initialisation, shuffling and dropout (default 42)", &o.seed);
+  f.flag("dtype", "NAME", "base weights float32 (default) or bfloat16; adapters stay float32", &o.dtype);
+  f.flag("device", "NAME", "cpu (default) or cuda", &o.device);
+  f.toggle("quiet", "no progress lines", &o.quiet);
+  f.toggle("report", "write report.html at the end (default true; --report=false to skip)", &o.report);
+  return f;
 }
 
 std::string json_to_value(const nlohmann::json& v) {
@@ -162,60 +98,46 @@ std::string json_to_value(const nlohmann::json& v) {
   return v.dump();
 }
 
+// Applies the recipe `file` to the options behind `flags`: each key is a flag name, each value goes
+// through the same conversion as on the command line. Errors name the file and the key.
+void apply_recipe(Flags& flags, const std::string& file) {
+  nlohmann::json j;
+  try {
+    j = read_json_file(file, "a recipe given to --recipe");
+  } catch (const std::runtime_error& e) {
+    throw std::invalid_argument(e.what());
+  }
+  if (!j.is_object()) throw std::invalid_argument(file + ": a recipe is a JSON object of option names to values");
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    if (Flags::normalise(key) == "recipe") throw std::invalid_argument(file + ": key \"" + key + "\": a recipe cannot name another recipe");
+    if (!flags.has(key)) {
+      auto s = flags.suggest(key);
+      throw std::invalid_argument(file + ": unknown key \"" + key + "\"" + (s.empty() ? "" : " (did you mean " + s + "?)"));
+    }
+    try {
+      flags.set(key, json_to_value(it.value()));
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(file + ": key \"" + key + "\": " + e.what());
+    }
+  }
+}
+
 }  // namespace
 
 TrainOptions parse_train_options(const std::vector<std::string>& args) {
+  if (Flags::asks_for_help(args))
+    throw std::invalid_argument("--help is not an option to parse; print train_options_help() (peft train --help)");
   TrainOptions o;
-  // The recipe first, so that flags override it.
+  Flags flags = train_flags(o);
+  // The recipes first (in order), so that flags override them.
   for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i];
     std::string file;
-    if (a == "--recipe" && i + 1 < args.size()) file = args[i + 1];
-    else if (a.rfind("--recipe=", 0) == 0) file = a.substr(9);
-    if (file.empty()) continue;
-    std::ifstream in(file);
-    if (!in) throw std::invalid_argument("--recipe: cannot open " + file);
-    nlohmann::json j;
-    try {
-      in >> j;
-    } catch (const std::exception& e) {
-      throw std::invalid_argument(file + ": malformed JSON: " + e.what());
-    }
-    if (!j.is_object()) throw std::invalid_argument(file + ": a recipe is a JSON object of option names to values");
-    for (auto it = j.begin(); it != j.end(); ++it) {
-      const Option* opt = find_option(it.key());
-      if (!opt) throw std::invalid_argument(file + ": unknown key \"" + it.key() + "\"" + suggest(it.key()));
-      try {
-        opt->set(o, json_to_value(it.value()));
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument(file + ": key \"" + it.key() + "\": " + e.what());
-      }
-    }
+    if (args[i] == "--recipe" && i + 1 < args.size()) file = args[++i];
+    else if (args[i].rfind("--recipe=", 0) == 0) file = args[i].substr(9);
+    if (!file.empty()) apply_recipe(flags, file);
   }
-  for (size_t i = 0; i < args.size(); ++i) {
-    std::string a = args[i];
-    if (a == "--recipe") {
-      ++i;
-      continue;
-    }
-    if (a.rfind("--recipe=", 0) == 0) continue;
-    if (a.rfind("--", 0) != 0) throw std::invalid_argument("unexpected argument \"" + a + "\" (options start with --)");
-    std::string name = a.substr(2), value;
-    bool has_value = false;
-    auto eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-      has_value = true;
-    }
-    const Option* opt = find_option(name);
-    if (!opt) throw std::invalid_argument("unknown option --" + name + suggest(name) + "; see peft train --help");
-    if (!has_value && !opt->arg.empty()) {
-      if (i + 1 >= args.size()) throw std::invalid_argument("--" + name + " needs a value (" + opt->arg + ")");
-      value = args[++i];
-    }
-    opt->set(o, value);
-  }
+  flags.parse(args);
   if (o.method == "adalora") o.adapter.peft_type = PeftType::AdaLora;
   else if (o.method == "lora") o.adapter.peft_type = PeftType::Lora;
   else if (o.method != "full") throw std::invalid_argument("--method: expected adalora, lora or full, got \"" + o.method + "\"");
@@ -230,21 +152,8 @@ TrainOptions parse_train_options(const std::vector<std::string>& args) {
 }
 
 std::string train_options_help() {
-  std::ostringstream os;
-  os << "usage: peft train --model DIR --data FILE [options]   (or --recipe FILE.json; flags override it)\n\n"
-        "Fine-tunes a Hugging Face model with AdaLoRA (default), LoRA, or in full. The trainer derives\n"
-        "total_step from the plan (examples, epochs, batch size, accumulation), calls update_and_allocate\n"
-        "after every optimizer step, checkpoints, and writes adapter/ (PEFT format), metrics.jsonl,\n"
-        "ranks.jsonl and report.html into --output-dir.\n\n"
-        "example:\n"
-        "  peft train --model models/tiny-fortunes --data data/train.jsonl --eval-fraction 0.1 \\\n"
-        "             --init_r 12 --target_r 4 --epochs 3 --lr 2e-3 --output-dir runs/ada\n\n"
-        "options (recipe keys are the same names, e.g. {\"init_r\": 12, \"lr\": 0.002}):\n";
-  for (auto& o : options()) {
-    std::string flag = "  --" + o.name + (o.arg.empty() ? "" : " " + o.arg);
-    os << flag << std::string(flag.size() < 30 ? 30 - flag.size() : 1, ' ') << o.help << "\n";
-  }
-  return os.str();
+  TrainOptions o;
+  return train_flags(o).help();
 }
 
 nlohmann::json TrainOptions::to_json() const {

@@ -338,3 +338,46 @@ TEST(CliTools, EveryCommandTeachesItsOptionsAndNamesBadFlags) {
   auto missing = run_cli({"merge", "--model", "m"});
   EXPECT_NE(missing.out.find("--adapter"), std::string::npos) << missing.out;
 }
+
+TEST(CliTools, ConvertedCommandsShareTheFlagParser) {
+  // ranks, replay, report, tokenize and train: help from the table, typos named, usage errors exit 2
+  // (1 stays for failures of the work itself, e.g. replay's deviations).
+  for (std::string cmd : {"ranks", "replay", "report", "tokenize", "train"}) {
+    auto h = run_cli({cmd, "--help"});
+    EXPECT_EQ(h.code, 0) << cmd;
+    EXPECT_NE(h.out.find("usage: peft " + cmd), std::string::npos) << h.out;
+    EXPECT_NE(h.out.find("example:"), std::string::npos) << h.out;
+    EXPECT_NE(h.out.find("\noptions"), std::string::npos) << h.out;
+    EXPECT_NE(h.out.find("  --help "), std::string::npos) << h.out;
+  }
+  for (std::string cmd : {"ranks", "replay", "report", "tokenize"}) {
+    auto bad = run_cli({cmd, "x", "--modle"});
+    EXPECT_EQ(bad.code, 2) << cmd << ": " << bad.out;
+    EXPECT_NE(bad.out.find("peft " + cmd + ": error: unknown option --modle"), std::string::npos) << bad.out;
+    EXPECT_NE(bad.out.find("see peft " + cmd + " --help"), std::string::npos) << bad.out;
+  }
+  auto step = run_cli({"ranks", "--jsonl", "r.jsonl", "--step", "many"});
+  EXPECT_EQ(step.code, 2) << step.out;
+  EXPECT_NE(step.out.find("--step: expected an integer, got \"many\""), std::string::npos) << step.out;
+  auto both = run_cli({"ranks"});
+  EXPECT_EQ(both.code, 2) << both.out;
+  EXPECT_NE(both.out.find("give either ADAPTER_DIR or --jsonl FILE"), std::string::npos) << both.out;
+  auto missing = run_cli({"report", "--title", "t"});
+  EXPECT_EQ(missing.code, 2) << missing.out;
+  EXPECT_NE(missing.out.find("missing RUN_DIR"), std::string::npos) << missing.out;
+  auto two = run_cli({"tokenize", "a.json", "b.json"});
+  EXPECT_EQ(two.code, 2) << two.out;
+  EXPECT_NE(two.out.find("TOKENIZER_JSON is already \"a.json\""), std::string::npos) << two.out;
+  auto dash = run_cli({"tokenize", fixture("tiny/tokenizer.json"), "-special"});
+  EXPECT_EQ(dash.code, 2) << dash.out;
+  EXPECT_NE(dash.out.find("did you mean --special?"), std::string::npos) << dash.out;
+  auto dtype = run_cli({"replay", golden("llama_a"), "--dtype", "float8"});
+  EXPECT_EQ(dtype.code, 1) << dtype.out;
+  EXPECT_NE(dtype.out.find("--dtype: unknown dtype \"float8\""), std::string::npos) << dtype.out;
+  auto train = run_cli({"train", "--model", "m", "--batch_size", "lots"});
+  EXPECT_EQ(train.code, 1) << train.out;
+  EXPECT_NE(train.out.find("--batch_size: expected an integer, got \"lots\""), std::string::npos) << train.out;
+  // '_' and '-' are one letter in every command's flag names, not only train's.
+  auto eval = run_cli({"eval", "--model", "m", "--data", "d", "--batch_size", "0"});
+  EXPECT_NE(eval.out.find("--batch-size must be > 0"), std::string::npos) << eval.out;
+}

@@ -4,10 +4,10 @@
 #include <iostream>
 #include <sstream>
 
-#include "args.h"
 #include "command.h"
 #include "peft/compat.h"
 #include "peft/evaluate.h"
+#include "peft/flags.h"
 #include "peft/model_tokenizer.h"
 #include "peft/peft_model.h"
 
@@ -16,7 +16,7 @@ namespace {
 int run_eval(const std::vector<std::string>& argv) {
   std::string device = "cpu", model_dir, adapter_dir, data, chat_format, dtype = "float32";
   int64_t batch_size = 8, max_length = 512;
-  peft::cli::Args args(
+  peft::Flags args(
       "eval", "peft eval --model DIR [--adapter DIR] --data FILE.jsonl [options]",
       "Evaluates a model, or a model with a PEFT adapter (LoRA or AdaLoRA), on a dataset in any of\n"
       "`peft train`'s forms. Causal LMs: the mean loss over the tokens that training would learn\n"

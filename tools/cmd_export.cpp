@@ -4,9 +4,9 @@
 #include <iostream>
 #include <map>
 
-#include "args.h"
 #include "command.h"
 #include "peft/adapter_config.h"
+#include "peft/flags.h"
 #include "peft/inspect.h"
 #include "peft/peft_model.h"
 
@@ -14,7 +14,7 @@ namespace {
 
 int run_export(const std::vector<std::string>& argv) {
   std::string src, dst;
-  peft::cli::Args args(
+  peft::Flags args(
       "export", "peft export --lora ADAPTER_DIR --output DIR",
       "Converts an AdaLoRA adapter into a plain PEFT LoRA adapter that gives the same outputs:\n"
       "for each module, A' = (A * E) over the kept triplets and B' = B over the same columns, with\n"

@@ -3,9 +3,9 @@
 #include <chrono>
 #include <iostream>
 
-#include "args.h"
 #include "command.h"
 #include "peft/compat.h"
+#include "peft/flags.h"
 #include "peft/generate.h"
 #include "peft/model_tokenizer.h"
 #include "peft/peft_model.h"
@@ -17,7 +17,7 @@ int run_generate(const std::vector<std::string>& argv) {
   std::string device = "cpu", model_dir, adapter_dir, prompt, chat_format, dtype = "float32";
   peft::GenerateOptions g;
   bool chat = false, show_stats = false;
-  peft::cli::Args args(
+  peft::Flags args(
       "generate", "peft generate --model DIR [--adapter DIR] --prompt TEXT [options]",
       "Continues a prompt with a causal LM (Llama, Mistral, Qwen2, GPT-2), with or without a PEFT\n"
       "adapter, printing the text as it is generated. The prompt is run once into a key/value cache,\n"

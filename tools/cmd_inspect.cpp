@@ -2,8 +2,8 @@
 // dtypes, tokenizer and chat format; or adapter type, schedule, ranks and parameters).
 #include <iostream>
 
-#include "args.h"
 #include "command.h"
+#include "peft/flags.h"
 #include "peft/inspect.h"
 
 namespace {
@@ -11,7 +11,7 @@ namespace {
 int run_inspect(const std::vector<std::string>& argv) {
   std::string path;
   bool json = false;
-  peft::cli::Args args(
+  peft::Flags args(
       "inspect", "peft inspect DIR [--json]",
       "Describes a directory from its JSON files and safetensors headers, without loading weights.\n"
       "A model directory (config.json): architecture, family, layers, hidden size, heads and\n"

@@ -2,15 +2,15 @@
 // (config.json, model.safetensors, tokenizer files) that loads without PEFT.
 #include <iostream>
 
-#include "args.h"
 #include "command.h"
+#include "peft/flags.h"
 #include "peft/merge.h"
 
 namespace {
 
 int run_merge(const std::vector<std::string>& argv) {
   peft::MergeOptions o;
-  peft::cli::Args args(
+  peft::Flags args(
       "merge", "peft merge --model DIR --adapter DIR --output DIR [--dtype float32|bfloat16]",
       "Adds the adapter's weight deltas (LoRA: B A * scaling; AdaLoRA: B (A * E) * scaling) to the\n"
       "base weights in float32 and writes the result as a Hugging Face checkpoint: config.json,\n"

@@ -4,26 +4,13 @@
 #include <iostream>
 
 #include "command.h"
+#include "peft/flags.h"
 #include "peft/rank_table.h"
 #include "peft/report.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-const char* kUsage =
-    "usage: peft ranks ADAPTER_DIR|RUN_DIR [--transpose] [--compact]\n"
-    "       peft ranks --jsonl RUN_DIR/ranks.jsonl [--step N] [--transpose] [--compact]\n\n"
-    "Prints the rank table of an adapter: rows = layers, columns = module types, cells = kept rank\n"
-    "(AdaLoRA: true entries of rank_pattern; LoRA: r or its rank_pattern override), with row and\n"
-    "column totals, the total budget against init_r x modules and target_r x modules, and a heat-map\n"
-    "shaded ' ░▒▓█' from 0 to init_r. A RUN_DIR is read through RUN_DIR/adapter.\n\n"
-    "  --jsonl FILE   read an allocation record of ranks.jsonl instead of an adapter\n"
-    "  --step N       the record of optimizer step N (default: the last record)\n"
-    "  --transpose    one row per module type, layers across\n"
-    "  --compact      the short form the trainer logs at each allocation (fits 100 columns)\n\n"
-    "examples: peft ranks runs/llama-adalora/adapter\n"
-    "          peft ranks --jsonl runs/llama-adalora/ranks.jsonl --step 200\n";
 
 // The allocation record of `step` (or the last one when step < 0) of a ranks.jsonl file.
 peft::RankTable table_from_jsonl(const std::string& path, int64_t step, std::string& title) {
@@ -61,37 +48,29 @@ int run_ranks(const std::vector<std::string>& args) {
   std::string dir, jsonl;
   int64_t step = -1;
   bool transpose = false, compact = false;
-  for (size_t i = 0; i < args.size(); ++i) {
-    const auto& a = args[i];
-    if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else if (a == "--jsonl" && i + 1 < args.size()) {
-      jsonl = args[++i];
-    } else if (a == "--step" && i + 1 < args.size()) {
-      try {
-        step = std::stoll(args[++i]);
-      } catch (const std::exception&) {
-        std::cerr << "peft ranks: --step wants an integer, got '" << args[i] << "'\n";
-        return 2;
-      }
-    } else if (a == "--transpose") {
-      transpose = true;
-    } else if (a == "--compact") {
-      compact = true;
-    } else if (dir.empty() && a.rfind("--", 0) != 0) {
-      dir = a;
-    } else {
-      std::cerr << "peft ranks: unexpected argument '" << a << "' (see peft ranks --help)\n";
-      return 2;
-    }
-  }
-  if (dir.empty() == jsonl.empty()) {
-    std::cerr << "peft ranks: give either ADAPTER_DIR or --jsonl FILE (see peft ranks --help)\n";
-    return 2;
-  }
-  if (step >= 0 && jsonl.empty()) {
-    std::cerr << "peft ranks: --step needs --jsonl RUN_DIR/ranks.jsonl (an adapter holds one allocation)\n";
+  peft::Flags flags(
+      "ranks",
+      "peft ranks ADAPTER_DIR|RUN_DIR [--transpose] [--compact]\n"
+      "       peft ranks --jsonl RUN_DIR/ranks.jsonl [--step N] [--transpose] [--compact]",
+      "Prints the rank table of an adapter: rows = layers, columns = module types, cells = kept rank\n"
+      "(AdaLoRA: true entries of rank_pattern; LoRA: r or its rank_pattern override), with row and\n"
+      "column totals, the total budget against init_r x modules and target_r x modules, and a heat-map\n"
+      "shaded ' ░▒▓█' from 0 to init_r. A RUN_DIR is read through RUN_DIR/adapter.",
+      "  peft ranks runs/llama-adalora/adapter\n"
+      "  peft ranks --jsonl runs/llama-adalora/ranks.jsonl --step 200");
+  flags.positional("ADAPTER_DIR", &dir);
+  flags.flag("jsonl", "FILE", "read an allocation record of ranks.jsonl instead of an adapter", &jsonl);
+  flags.flag("step", "N", "the record of optimizer step N (default: the last record)", &step);
+  flags.toggle("transpose", "one row per module type, layers across", &transpose);
+  flags.toggle("compact", "the short form the trainer logs at each allocation (fits 100 columns)", &compact);
+  try {
+    if (!flags.parse(args)) return 0;
+    if (dir.empty() == jsonl.empty())
+      throw std::invalid_argument("give either ADAPTER_DIR or --jsonl FILE; see peft ranks --help");
+    if (step >= 0 && jsonl.empty())
+      throw std::invalid_argument("--step needs --jsonl RUN_DIR/ranks.jsonl (an adapter holds one allocation)");
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "peft ranks: error: " << e.what() << "\n";
     return 2;
   }
   try {

@@ -4,45 +4,47 @@
 
 #include "command.h"
 #include "peft/compat.h"
+#include "peft/flags.h"
 #include "peft/replay.h"
 
 namespace {
 
 int run_replay(const std::vector<std::string>& args) {
-  std::string dir, save;
+  std::string dir, save, dtype = "float32", device = "cpu";
   bool quiet = false;
-  peft::LoadOptions load;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      std::cout << "usage: peft replay CASE_DIR [--save-adapter DIR] [--dtype float32|bfloat16] [--device cpu|cuda] [--quiet]\n\n"
-                   "Replays a golden case: loads CASE_DIR/base and CASE_DIR/adapter_init, trains exactly as\n"
-                   "CASE_DIR/data.json says (AdamW, gradient accumulation, update_and_allocate after each\n"
-                   "optimizer step), prints one JSON line per step {step, loss, ranks, budget}, then compares\n"
-                   "with trace.json, adapter_final/ and ref_logits.safetensors when present and prints the\n"
-                   "worst deviation of each. Exit code 0: all within tolerance (loss 1e-4 relative, budgets\n"
-                   "and rank_pattern equal, adapter 1e-3 relative, logits 1e-4 absolute); 1 otherwise.\n"
-                   "--dtype bfloat16 keeps the base weights in bfloat16 (adapters stay float32) to see how far\n"
-                   "that moves the run; --device cuda replays on the GPU (TF32 off).\n\n"
-                   "example: peft replay tests/fixtures/golden/llama_a\n";
-      return 0;
-    } else if (args[i] == "--save-adapter" && i + 1 < args.size()) {
-      save = args[++i];
-    } else if (args[i] == "--dtype" && i + 1 < args.size()) {
-      load.dtype = peft::parse_dtype(args[++i]);
-    } else if (args[i] == "--device" && i + 1 < args.size()) {
-      load.device = peft::compat::device_from_name(args[++i]);
-    } else if (args[i] == "--quiet") {
-      quiet = true;
-    } else if (dir.empty()) {
-      dir = args[i];
-    } else {
-      std::cerr << "peft replay: unexpected argument '" << args[i] << "' (see peft replay --help)\n";
-      return 2;
-    }
+  peft::Flags flags(
+      "replay", "peft replay CASE_DIR [--save-adapter DIR] [--dtype float32|bfloat16] [--device cpu|cuda] [--quiet]",
+      "Replays a golden case: loads CASE_DIR/base and CASE_DIR/adapter_init, trains exactly as\n"
+      "CASE_DIR/data.json says (AdamW, gradient accumulation, update_and_allocate after each\n"
+      "optimizer step), prints one JSON line per step {step, loss, ranks, budget}, then compares\n"
+      "with trace.json, adapter_final/ and ref_logits.safetensors when present and prints the\n"
+      "worst deviation of each. Exit code 0: all within tolerance (loss 1e-4 relative, budgets\n"
+      "and rank_pattern equal, adapter 1e-3 relative, logits 1e-4 absolute); 1 otherwise.\n"
+      "--dtype bfloat16 keeps the base weights in bfloat16 (adapters stay float32) to see how far\n"
+      "that moves the run; --device cuda replays on the GPU (TF32 off).",
+      "  peft replay tests/fixtures/golden/llama_a");
+  flags.positional("CASE_DIR", &dir);
+  flags.flag("save-adapter", "DIR", "also save the replayed adapter to DIR", &save);
+  flags.flag("dtype", "NAME", "base weights float32 (default) or bfloat16", &dtype);
+  flags.flag("device", "NAME", "cpu (default) or cuda", &device);
+  flags.toggle("quiet", "no per-step lines, only the summary", &quiet);
+  try {
+    if (!flags.parse(args)) return 0;
+    flags.require("CASE_DIR", dir);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "peft replay: error: " << e.what() << "\n";
+    return 2;  // a usage error (1 means: a deviation beyond tolerance)
   }
-  if (dir.empty()) {
-    std::cerr << "peft replay: missing CASE_DIR (see peft replay --help)\n";
-    return 2;
+  peft::LoadOptions load;
+  try {
+    load.dtype = peft::parse_dtype(dtype);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("--dtype: ") + e.what());
+  }
+  try {
+    load.device = peft::compat::device_from_name(device);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("--device: ") + e.what());
   }
   auto report = peft::replay_golden(
       dir, [&](const nlohmann::json& line) { if (!quiet) std::cout << line.dump() << "\n" << std::flush; }, {}, save, load);

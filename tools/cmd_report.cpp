@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "command.h"
+#include "peft/flags.h"
 #include "peft/report.h"
 
 namespace {
@@ -10,28 +11,21 @@ namespace {
 int run_report(const std::vector<std::string>& args) {
   std::string dir;
   peft::ReportOptions opts;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--help" || args[i] == "-h") {
-      std::cout << "usage: peft report RUN_DIR [--title TEXT] [--output FILE]\n\n"
-                   "Writes RUN_DIR/report.html (or FILE): one self-contained page with the run summary, the\n"
-                   "rank heat-maps (at the end and per allocation), the budget curve with its phases and the\n"
-                   "loss curves, drawn from RUN_DIR/metrics.jsonl and RUN_DIR/ranks.jsonl (absent for LoRA).\n"
-                   "Open it in any browser; it needs no network. Prints the path written.\n\n"
-                   "example: peft report runs/llama-adalora\n";
-      return 0;
-    } else if (args[i] == "--title" && i + 1 < args.size()) {
-      opts.title = args[++i];
-    } else if (args[i] == "--output" && i + 1 < args.size()) {
-      opts.output_path = args[++i];
-    } else if (dir.empty() && args[i].rfind("--", 0) != 0) {
-      dir = args[i];
-    } else {
-      std::cerr << "peft report: unexpected argument '" << args[i] << "' (see peft report --help)\n";
-      return 2;
-    }
-  }
-  if (dir.empty()) {
-    std::cerr << "peft report: missing RUN_DIR (see peft report --help)\n";
+  peft::Flags flags(
+      "report", "peft report RUN_DIR [--title TEXT] [--output FILE]",
+      "Writes RUN_DIR/report.html (or FILE): one self-contained page with the run summary, the\n"
+      "rank heat-maps (at the end and per allocation), the budget curve with its phases and the\n"
+      "loss curves, drawn from RUN_DIR/metrics.jsonl and RUN_DIR/ranks.jsonl (absent for LoRA).\n"
+      "Open it in any browser; it needs no network. Prints the path written.",
+      "  peft report runs/llama-adalora");
+  flags.positional("RUN_DIR", &dir);
+  flags.flag("title", "TEXT", "page title (default: \"peft run\" and the run directory's name)", &opts.title);
+  flags.flag("output", "FILE", "where to write the page (default: RUN_DIR/report.html)", &opts.output_path);
+  try {
+    if (!flags.parse(args)) return 0;
+    flags.require("RUN_DIR", dir);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "peft report: error: " << e.what() << "\n";
     return 2;
   }
   try {

@@ -6,49 +6,30 @@
 #include <string>
 
 #include "command.h"
+#include "peft/flags.h"
 #include "peft/tokenizer.h"
 
 namespace {
 
-const char* kUsage =
-    "usage: peft tokenize TOKENIZER_JSON [--special] [--decode [--skip-special]]\n"
-    "\n"
-    "Reads one JSON string per line on stdin and writes its token ids as a JSON array per line.\n"
-    "  --special       add the special tokens of the tokenizer's post-processor (e.g. <s>)\n"
-    "  --decode        read JSON arrays of ids instead and write the decoded JSON strings\n"
-    "  --skip-special  with --decode, leave special tokens out of the text\n"
-    "\n"
-    "example:\n"
-    "  echo '\"Hello world\"' | peft tokenize tokenizer.json\n"
-    "  [9906,1917]\n"
-    "  echo '[9906,1917]' | peft tokenize tokenizer.json --decode\n"
-    "  \"Hello world\"\n";
-
 int run_tokenize(const std::vector<std::string>& args) {
   std::string path;
   bool special = false, decode = false, skip_special = false;
-  for (const auto& a : args) {
-    if (a == "--help" || a == "-h") {
-      std::cout << kUsage;
-      return 0;
-    } else if (a == "--special") {
-      special = true;
-    } else if (a == "--decode") {
-      decode = true;
-    } else if (a == "--skip-special") {
-      skip_special = true;
-    } else if (!a.empty() && a[0] == '-') {
-      std::cerr << "peft tokenize: unknown option '" << a << "'\n\n" << kUsage;
-      return 2;
-    } else if (path.empty()) {
-      path = a;
-    } else {
-      std::cerr << "peft tokenize: one tokenizer file expected, got '" << path << "' and '" << a << "'\n\n" << kUsage;
-      return 2;
-    }
-  }
-  if (path.empty()) {
-    std::cerr << kUsage;
+  peft::Flags flags(
+      "tokenize", "peft tokenize TOKENIZER_JSON [--special] [--decode [--skip-special]]",
+      "Reads one JSON string per line on stdin and writes its token ids as a JSON array per line.",
+      "  echo '\"Hello world\"' | peft tokenize tokenizer.json\n"
+      "  [9906,1917]\n"
+      "  echo '[9906,1917]' | peft tokenize tokenizer.json --decode\n"
+      "  \"Hello world\"");
+  flags.positional("TOKENIZER_JSON", &path);
+  flags.toggle("special", "add the special tokens of the tokenizer's post-processor (e.g. <s>)", &special);
+  flags.toggle("decode", "read JSON arrays of ids instead and write the decoded JSON strings", &decode);
+  flags.toggle("skip-special", "with --decode, leave special tokens out of the text", &skip_special);
+  try {
+    if (!flags.parse(args)) return 0;
+    flags.require("TOKENIZER_JSON", path);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "peft tokenize: error: " << e.what() << "\n";
     return 2;
   }
   auto tokenizer = peft::Tokenizer::from_file(path);

@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "command.h"
+#include "peft/flags.h"
 #include "peft/trainer.h"
 
 namespace {
@@ -14,11 +15,9 @@ extern "C" void on_sigint(int) {
 }
 
 int run_train(const std::vector<std::string>& args) {
-  for (auto& a : args) {
-    if (a == "--help" || a == "-h") {
-      std::cout << peft::train_options_help();
-      return 0;
-    }
+  if (peft::Flags::asks_for_help(args)) {
+    std::cout << peft::train_options_help();
+    return 0;
   }
   auto options = peft::parse_train_options(args);
   peft::Trainer trainer(options);

@@ -58,8 +58,10 @@ struct TrainOptions {
   nlohmann::json to_json() const;
 };
 
-// Parses `--name value`, `--name=value` and boolean `--name` flags, after applying the JSON recipe
-// given by `--recipe FILE` (if any). Throws std::invalid_argument naming the flag or recipe key.
+// Parses `--name value`, `--name=value` and boolean `--name` flags (peft::Flags: '_' and '-' are
+// the same in names), after applying the JSON recipe given by `--recipe FILE` (if any). Throws
+// std::invalid_argument naming the flag or the recipe file and key; --help is for the caller to
+// handle (peft::Flags::asks_for_help, then train_options_help()).
 TrainOptions parse_train_options(const std::vector<std::string>& args);
 std::string train_options_help();
 
