@@ -51,7 +51,8 @@ std::string duration(double s) {
   return os.str();
 }
 
-// Keeps the JSONL records with "step" below `step` (for a resumed run), atomically.
+// Keeps what a run had written up to its checkpoint after `step` optimizer steps (for a resumed run),
+// atomically: records of the 0-based steps below `step`, and evaluations made after `step` steps or fewer.
 void truncate_jsonl(const fs::path& path, int64_t step) {
   if (!fs::exists(path)) return;
   std::ifstream in(path);
@@ -60,7 +61,8 @@ void truncate_jsonl(const fs::path& path, int64_t step) {
   while (std::getline(in, line)) {
     try {
       auto j = nlohmann::json::parse(line);
-      if (j.value("step", int64_t{0}) < step) kept << line << "\n";
+      const int64_t s = j.value("step", int64_t{0});
+      if (s < step || (s == step && j.value("type", "") == "eval")) kept << line << "\n";
     } catch (...) {
       // a line cut by a crash: dropped
     }

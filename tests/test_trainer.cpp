@@ -96,6 +96,76 @@ TEST(Trainer, UnknownOptionSuggestsTheRightOne) {
   }
 }
 
+TEST(Trainer, OptionNamesTakeUnderscoresOrDashes) {
+  auto o = parse_train_options({"--init-r", "5", "--target_r", "3", "--max_steps", "7", "--batch_size", "2",
+                                "--lora-dropout=0.2", "--target-modules", "q_proj,v_proj", "--use-rslora", "--tinit", "4"});
+  EXPECT_EQ(o.adapter.init_r, 5);
+  EXPECT_EQ(o.adapter.target_r, 3);
+  EXPECT_EQ(o.max_steps, 7);
+  EXPECT_EQ(o.batch_size, 2);
+  EXPECT_DOUBLE_EQ(o.adapter.lora_dropout, 0.2);
+  EXPECT_EQ(o.adapter.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_TRUE(o.adapter.use_rslora);
+  EXPECT_EQ(o.adapter.tinit, 4);
+  EXPECT_TRUE(o.tinit_set);
+  EXPECT_FALSE(o.tfinal_set);
+}
+
+TEST(Trainer, BadOptionValuesNameTheFlagAndTheValue) {
+  auto error = [](const std::vector<std::string>& args) {
+    try {
+      parse_train_options(args);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error({"--init-r", "big"}), "--init-r: expected an integer, got \"big\"");
+  EXPECT_EQ(error({"--lr", "fast"}), "--lr: expected a number, got \"fast\"");
+  EXPECT_NE(error({"--pack=maybe"}).find("--pack: a switch"), std::string::npos);
+  EXPECT_EQ(error({"--batch-size"}), "--batch-size needs a value (N); see peft train --help");
+  EXPECT_EQ(error({"--method", "qlora"}), "--method: expected adalora, lora or full, got \"qlora\"");
+  EXPECT_EQ(error({"--max-step", "3"}), "unknown option --max-step (did you mean --max-steps?); see peft train --help");
+}
+
+TEST(Trainer, RecipeSetsOptionsFlagsOverrideItAndErrorsNameFileAndKey) {
+  TempDir tmp;
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(tmp.str(name)) << text;
+    return tmp.str(name);
+  };
+  auto recipe = write("r.json", R"({"init_r": 4, "target-r": 2, "lr": 0.01, "pack": true,
+                                    "target_modules": ["q_proj", "v_proj"], "tfinal": 3})");
+  auto o = parse_train_options({"--recipe", recipe, "--lr", "0.02"});
+  EXPECT_EQ(o.adapter.init_r, 4);
+  EXPECT_EQ(o.adapter.target_r, 2);
+  EXPECT_DOUBLE_EQ(o.lr, 0.02);  // the flag wins, wherever it is
+  EXPECT_TRUE(o.pack);
+  EXPECT_EQ(o.adapter.target_modules, (std::vector<std::string>{"q_proj", "v_proj"}));
+  EXPECT_TRUE(o.tfinal_set);
+  o = parse_train_options({"--lr=0.03", "--recipe=" + recipe});
+  EXPECT_DOUBLE_EQ(o.lr, 0.03);
+
+  auto error = [](const std::vector<std::string>& args) {
+    try {
+      parse_train_options(args);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  auto bad = write("bad.json", R"({"init_r": "many"})");
+  EXPECT_EQ(error({"--recipe", bad}), bad + ": key \"init_r\": --init_r: expected an integer, got \"many\"");
+  auto typo = write("typo.json", R"({"lr_schedular": "cosine"})");
+  EXPECT_EQ(error({"--recipe", typo}), typo + ": unknown key \"lr_schedular\" (did you mean --lr-scheduler?)");
+  auto nested = write("nested.json", R"({"recipe": "other.json"})");
+  EXPECT_NE(error({"--recipe", nested}).find("key \"recipe\""), std::string::npos);
+  auto list = write("list.json", "[1, 2]");
+  EXPECT_NE(error({"--recipe", list}).find("a recipe is a JSON object"), std::string::npos);
+  EXPECT_NE(error({"--recipe", tmp.str("missing.json")}).find("missing.json"), std::string::npos);
+  EXPECT_EQ(error({"--recipe"}), "--recipe needs a value (FILE); see peft train --help");
+}
+
 TEST(Trainer, ResumeEqualsUninterrupted) {
   TempDir tmp;
   {
@@ -155,6 +225,31 @@ TEST(Trainer, CheckpointKilledMidwayLeavesThePreviousOneUsable) {
   EXPECT_EQ(std::system(cli_train(out, "--resume latest").c_str()), 0);
   EXPECT_EQ(std::system(cli_train(tmp.str("clean"), "").c_str()), 0);
   expect_same_adapter(out + "/adapter", tmp.str("clean") + "/adapter");
+}
+
+// Evaluations made before a checkpoint stay in metrics.jsonl when the run resumes from it.
+TEST(Trainer, ResumedMetricsKeepEvaluationsBeforeTheCheckpoint) {
+  TempDir tmp;
+  const std::string eval = "--eval-fraction 0.25 --eval-steps 8";
+  std::string out = tmp.str("run");
+  int status = std::system(("PEFT_FAULT_KILL_DURING_CHECKPOINT=16 " + cli_train(out, eval)).c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 137);
+  EXPECT_EQ(std::system(cli_train(out, eval + " --resume latest").c_str()), 0);
+  EXPECT_EQ(std::system(cli_train(tmp.str("clean"), eval).c_str()), 0);
+  auto evals = [](const std::string& dir) {
+    std::vector<std::pair<int64_t, double>> out;
+    std::ifstream in(dir + "/metrics.jsonl");
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = nlohmann::json::parse(line);
+      if (j["type"] == "eval") out.emplace_back(j["step"].get<int64_t>(), j["eval_loss"].get<double>());
+    }
+    return out;
+  };
+  auto resumed = evals(out), clean = evals(tmp.str("clean"));
+  ASSERT_EQ(clean.size(), 4u);  // before training, after 8 and 16 steps, at the end
+  EXPECT_EQ(resumed, clean);
 }
 
 TEST(Trainer, NanLossStopsAndKeepsTheLastGoodCheckpoint) {
