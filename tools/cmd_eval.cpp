@@ -24,8 +24,8 @@ int run_eval(const std::vector<std::string>& argv) {
       "models on {\"text\",\"label\"} records: the mean loss and the accuracy. AdaLoRA's orthogonal\n"
       "penalty is not included. Prints one line for people and one JSON line:\n"
       "  {\"eval_loss\":..., \"eval_ppl\":..., \"eval_tokens\":...}   (classification: eval_accuracy, eval_examples)",
-      "  peft eval --model models/tiny --data data/valid.jsonl\n"
-      "  peft eval --model models/tiny --adapter runs/ada/adapter --data data/valid.jsonl --batch-size 4");
+      "  peft eval --model models/fortune-llama --data data/demo/definitions-eval.jsonl\n"
+      "  peft eval --model models/fortune-llama --adapter out/demo/adapter --data data/demo/definitions-eval.jsonl --batch-size 4");
   args.flag("model", "DIR", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)", &model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory to evaluate with (default: the model alone)", &adapter_dir);
   args.flag("data", "FILE", "JSONL: {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or {\"text\",\"label\"}", &data);

@@ -22,7 +22,7 @@ int run_export(const std::vector<std::string>& argv) {
       "alpha / r stays AdaLoRA's lora_alpha / init_r). Modules pruned to rank 0 are left out;\n"
       "modules_to_save weights are copied. The result loads with PEFT's LoraConfig, vLLM and other\n"
       "LoRA tools that read rank_pattern and alpha_pattern.",
-      "  peft export --lora runs/ada/adapter --output runs/ada/adapter-lora");
+      "  peft export --lora out/demo/adapter --output out/demo/adapter-lora");
   args.flag("lora", "ADAPTER_DIR", "the AdaLoRA adapter directory to convert", &src);
   args.flag("output", "DIR", "directory for the LoRA adapter (created; its files are replaced)", &dst);
   if (!args.parse(argv)) return 0;

@@ -26,8 +26,8 @@ int run_generate(const std::vector<std::string>& argv) {
       "--temperature 0 takes the most likely token (greedy). Generation stops at an end-of-sequence\n"
       "token (config.json / generation_config.json eos_token_id, the tokenizer's eos_token) or after\n"
       "--max-new-tokens. The same --seed gives the same text.",
-      "  peft generate --model models/tiny --prompt \"Once upon a time\" --max-new-tokens 40\n"
-      "  peft generate --model models/chat --adapter runs/ada/adapter --chat --prompt \"Tell me a fortune\" \\\n"
+      "  peft generate --model models/fortune-llama --prompt \"Experience, n.:\" --max-new-tokens 80\n"
+      "  peft generate --model models/chat --adapter runs/chat/adapter --chat --prompt \"Tell me a fortune\" \\\n"
       "                --temperature 0.7 --top-p 0.9 --seed 42");
   args.flag("model", "DIR", "Hugging Face causal LM directory (config.json, model.safetensors, tokenizer.json)", &model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory to generate with (default: the model alone)", &adapter_dir);

@@ -20,8 +20,8 @@ int run_inspect(const std::vector<std::string>& argv) {
       "An adapter directory (adapter_config.json): peft_type, task_type, target modules and those\n"
       "found in the weights, AdaLoRA's init_r/target_r/total_step/tinit/tfinal/deltaT or LoRA's r,\n"
       "the kept rank total from the tensor shapes, trainable parameters and modules_to_save.",
-      "  peft inspect models/tiny\n"
-      "  peft inspect runs/ada/adapter --json");
+      "  peft inspect models/fortune-llama\n"
+      "  peft inspect out/demo/adapter --json");
   args.positional("DIR", &path);
   args.toggle("json", "print the facts as one JSON object instead of text", &json);
   if (!args.parse(argv)) return 0;

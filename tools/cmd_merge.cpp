@@ -19,8 +19,8 @@ int run_merge(const std::vector<std::string>& argv) {
       "generation_config.json when the model has them. Weights trained in full with the adapter\n"
       "(modules_to_save, e.g. a classifier) are taken from the adapter. A merged weight that is not\n"
       "finite stops the merge before anything is written.",
-      "  peft merge --model models/tiny --adapter runs/ada/adapter --output models/tiny-merged\n"
-      "  peft merge --model models/tiny --adapter runs/ada/adapter --output models/tiny-bf16 --dtype bfloat16");
+      "  peft merge --model models/fortune-llama --adapter out/demo/adapter --output out/fortune-llama-merged\n"
+      "  peft merge --model models/fortune-llama --adapter out/demo/adapter --output out/fortune-llama-bf16 --dtype bfloat16");
   args.flag("model", "DIR", "base model directory (config.json + model.safetensors)", &o.model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)", &o.adapter_dir);
   args.flag("output", "DIR", "directory for the merged checkpoint (created; files in it are replaced)", &o.output_dir);

@@ -56,8 +56,8 @@ int run_ranks(const std::vector<std::string>& args) {
       "(AdaLoRA: true entries of rank_pattern; LoRA: r or its rank_pattern override), with row and\n"
       "column totals, the total budget against init_r x modules and target_r x modules, and a heat-map\n"
       "shaded ' ░▒▓█' from 0 to init_r. A RUN_DIR is read through RUN_DIR/adapter.",
-      "  peft ranks runs/llama-adalora/adapter\n"
-      "  peft ranks --jsonl runs/llama-adalora/ranks.jsonl --step 200");
+      "  peft ranks out/demo/adapter\n"
+      "  peft ranks --jsonl out/demo/ranks.jsonl --step 64");
   flags.positional("ADAPTER_DIR", &dir);
   flags.flag("jsonl", "FILE", "read an allocation record of ranks.jsonl instead of an adapter", &jsonl);
   flags.flag("step", "N", "the record of optimizer step N (default: the last record)", &step);

@@ -17,7 +17,7 @@ int run_report(const std::vector<std::string>& args) {
       "rank heat-maps (at the end and per allocation), the budget curve with its phases and the\n"
       "loss curves, drawn from RUN_DIR/metrics.jsonl and RUN_DIR/ranks.jsonl (absent for LoRA).\n"
       "Open it in any browser; it needs no network. Prints the path written.",
-      "  peft report runs/llama-adalora");
+      "  peft report out/demo");
   flags.positional("RUN_DIR", &dir);
   flags.flag("title", "TEXT", "page title (default: \"peft run\" and the run directory's name)", &opts.title);
   flags.flag("output", "FILE", "where to write the page (default: RUN_DIR/report.html)", &opts.output_path);
