@@ -2,6 +2,7 @@
 // Figures are printed as they are measured; compare ratios taken in the same run.
 #include <ATen/Parallel.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
@@ -18,11 +19,14 @@ std::vector<Bench>& benches() {
 int main(int argc, char** argv) {
   int threads = peft::init_runtime();
   std::string filter = argc > 1 ? argv[1] : "";
-  std::cout << "peft_bench: " << threads << " threads, load average " << peft::bench::load_average() << "\n";
-  if (std::atof(peft::bench::load_average().c_str()) >= 1.0) {
-    std::cout << "peft_bench: other processes are using the cores: timings are slower and noisier than on an idle "
-                 "machine, most of all with several threads (PEFT_NUM_THREADS=1 suffers least); compare ratios\n";
+  const double busy = peft::busy_cores(0.5);
+  std::printf("peft_bench: %d threads, load average %s, other processes busy on %.2f cores\n", threads,
+              peft::bench::load_average().c_str(), busy);
+  if (busy >= 0.3) {
+    std::printf("peft_bench: other processes are using the cores: timings are slower and noisier than on an idle "
+                "machine, most of all with several threads (PEFT_NUM_THREADS=1 suffers least); compare ratios\n");
   }
+  std::fflush(stdout);
   for (auto& b : peft::bench::benches()) {
     if (!filter.empty() && b.name.find(filter) == std::string::npos) continue;
     std::cout << "== " << b.name << "\n" << std::flush;

@@ -5,6 +5,7 @@
 
 #include "command.h"
 #include "peft/flags.h"
+#include "peft/runtime.h"
 #include "peft/trainer.h"
 
 namespace {
@@ -20,6 +21,10 @@ int run_train(const std::vector<std::string>& args) {
     return 0;
   }
   auto options = peft::parse_train_options(args);
+  if (!options.quiet) {
+    auto note = peft::shared_cores_note(peft::init_runtime());
+    if (!note.empty()) std::cout << note << "\n";
+  }
   peft::Trainer trainer(options);
   std::signal(SIGINT, on_sigint);
   auto result = trainer.train();

@@ -1,11 +1,23 @@
-// Process-wide runtime settings: the CPU thread count (libtorch may start with one thread).
-// Call init_runtime() once before any tensor work; PEFT_NUM_THREADS overrides the core count.
+// Process-wide runtime settings: the CPU thread count (libtorch may start with one thread), and a
+// check for other processes on the cores, which make OpenMP's spinning threads many times slower.
 #pragma once
+
+#include <string>
 
 namespace peft {
 
 // Sets libtorch's intra-op thread count to PEFT_NUM_THREADS, or else to the number of cores.
-// Returns the count in effect. Safe to call more than once.
+// Returns the count in effect. Safe to call more than once. Throws std::invalid_argument when
+// PEFT_NUM_THREADS is set but is not a whole number >= 1.
 int init_runtime();
+
+// How many cores' worth of CPU time the machine spent busy during the next `seconds` while this
+// process sleeps (from /proc/stat), i.e. what other processes use; a negative value when unknown.
+double busy_cores(double seconds = 0.25);
+
+// With several threads, a note for the user when other processes keep the cores busy: OpenMP's
+// threads spin-wait for each other, so a step can take several times longer than on one thread.
+// Empty when `threads` is 1 or the cores are free. Takes `seconds` to measure.
+std::string shared_cores_note(int threads, double seconds = 0.25);
 
 }  // namespace peft
