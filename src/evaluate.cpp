@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "peft/eval_mode.h"
 #include "peft/peft_model.h"
 
 namespace peft {
@@ -70,39 +71,16 @@ EvalResult evaluate(const ForwardFn& forward, const Dataset& data, int64_t batch
   return r;
 }
 
-namespace {
-at::Device device_of(Model& m) {
-  auto params = m.parameters();
-  return params.empty() ? at::Device(at::kCPU) : params.front().device();
-}
-}  // namespace
-
 EvalResult evaluate(Model& model, const Dataset& data, int64_t batch_size) {
-  bool was_training = model.is_training();
-  model.eval();
-  try {
-    auto r = evaluate([&](const Batch& b) { return model.forward(b); }, data, batch_size, model.config().is_causal_lm,
-                      device_of(model));
-    model.train(was_training);
-    return r;
-  } catch (...) {
-    model.train(was_training);
-    throw;
-  }
+  EvalMode eval_mode(model);
+  return evaluate([&](const Batch& b) { return model.forward(b); }, data, batch_size, model.config().is_causal_lm,
+                  model.device());
 }
 
 EvalResult evaluate(PeftModel& model, const Dataset& data, int64_t batch_size) {
-  bool was_training = model.is_training();
-  model.train(false);
-  try {
-    auto r = evaluate([&](const Batch& b) { return model.forward(b); }, data, batch_size,
-                      model.base().config().is_causal_lm, device_of(model.base()));
-    model.train(was_training);
-    return r;
-  } catch (...) {
-    model.train(was_training);
-    throw;
-  }
+  EvalMode eval_mode(model);
+  return evaluate([&](const Batch& b) { return model.forward(b); }, data, batch_size,
+                  model.base().config().is_causal_lm, model.base().device());
 }
 
 }  // namespace peft

@@ -7,6 +7,7 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "peft/eval_mode.h"
 #include "peft/peft_model.h"
 
 namespace peft {
@@ -119,11 +120,6 @@ int64_t position_limit(const ModelConfig& c, int64_t requested) {
   return c.family == Family::GPT2 ? c.max_position_embeddings : 0;
 }
 
-at::Device device_of(Model& m) {
-  auto params = m.parameters();
-  return params.empty() ? at::Device(at::kCPU) : params.front().device();
-}
-
 void check_causal(const ModelConfig& c) {
   if (!c.is_causal_lm)
     throw std::invalid_argument("generation needs a causal LM; this model is " + c.architecture);
@@ -136,16 +132,8 @@ GenerateResult generate(Model& model, const std::vector<int64_t>& prompt, const 
   check_causal(model.config());
   GenerateOptions o = options;
   o.max_length = position_limit(model.config(), options.max_length);
-  bool was_training = model.is_training();
-  model.eval();
-  try {
-    auto r = generate([&](const Batch& b) { return model.forward(b); }, prompt, o, device_of(model), on_token);
-    model.train(was_training);
-    return r;
-  } catch (...) {
-    model.train(was_training);
-    throw;
-  }
+  EvalMode eval_mode(model);
+  return generate([&](const Batch& b) { return model.forward(b); }, prompt, o, model.device(), on_token);
 }
 
 GenerateResult generate(PeftModel& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
@@ -153,16 +141,8 @@ GenerateResult generate(PeftModel& model, const std::vector<int64_t>& prompt, co
   check_causal(model.base().config());
   GenerateOptions o = options;
   o.max_length = position_limit(model.base().config(), options.max_length);
-  bool was_training = model.is_training();
-  model.train(false);
-  try {
-    auto r = generate([&](const Batch& b) { return model.forward(b); }, prompt, o, device_of(model.base()), on_token);
-    model.train(was_training);
-    return r;
-  } catch (...) {
-    model.train(was_training);
-    throw;
-  }
+  EvalMode eval_mode(model);
+  return generate([&](const Batch& b) { return model.forward(b); }, prompt, o, model.base().device(), on_token);
 }
 
 }  // namespace peft

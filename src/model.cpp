@@ -10,6 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "peft/compat.h"
 #include "peft/families.h"
 #include "peft/file_io.h"
 #include "peft/safetensors.h"
@@ -116,6 +117,26 @@ at::ScalarType parse_dtype(const std::string& name) {
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
   if (name == "float16" || name == "fp16" || name == "half") return at::kHalf;
   throw std::runtime_error("unknown dtype \"" + name + "\" (use float32 or bfloat16)");
+}
+
+at::Device Model::device() const {
+  auto params = parameters();
+  return params.empty() ? at::Device(at::kCPU) : params.front().device();
+}
+
+LoadOptions load_options(const std::string& dtype, const std::string& device) {
+  LoadOptions lo;
+  try {
+    lo.dtype = parse_dtype(dtype);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("--dtype: ") + e.what());
+  }
+  try {
+    lo.device = compat::device_from_name(device);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("--device: ") + e.what() + " (see README: building with CUDA)");
+  }
+  return lo;
 }
 
 std::shared_ptr<Model> build_model(const ModelConfig& c, const LoadOptions& options) {

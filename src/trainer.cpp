@@ -81,15 +81,9 @@ void append_jsonl(const fs::path& path, const nlohmann::json& j) {
 Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   if (opt_.model_dir.empty()) throw std::invalid_argument("--model is required (a Hugging Face model directory)");
   if (opt_.data.empty()) throw std::invalid_argument("--data is required (a JSONL file)");
-  try {
-    device_ = compat::device_from_name(opt_.device);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--device: ") + e.what() + " (see README: building with CUDA)");
-  }
+  LoadOptions lo = load_options(opt_.dtype, opt_.device);
+  device_ = lo.device;
   at::manual_seed(opt_.seed);
-  LoadOptions lo;
-  lo.dtype = parse_dtype(opt_.dtype);
-  lo.device = device_;
   if (opt_.method == "full" && lo.dtype != at::kFloat)
     throw std::invalid_argument("--method full trains every weight in float32; drop --dtype " + opt_.dtype);
   if (opt_.from_scratch) {

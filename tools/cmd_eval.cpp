@@ -5,7 +5,6 @@
 #include <sstream>
 
 #include "command.h"
-#include "peft/compat.h"
 #include "peft/evaluate.h"
 #include "peft/flags.h"
 #include "peft/model_tokenizer.h"
@@ -46,14 +45,7 @@ int run_eval(const std::vector<std::string>& argv) {
   dopt.chat_format = text.optional_chat_format(chat_format);
   auto dataset = peft::Dataset::from_jsonl(data, text.encoder(), dopt);
 
-  peft::LoadOptions lo;
-  lo.dtype = peft::parse_dtype(dtype);
-  try {
-    lo.device = peft::compat::device_from_name(device);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--device: ") + e.what());
-  }
-  auto model = peft::load_model(model_dir, lo);
+  auto model = peft::load_model(model_dir, peft::load_options(dtype, device));
   peft::check_task(dataset, model->config(), data, model_dir);
   peft::EvalResult r;
   if (!adapter_dir.empty()) {

@@ -4,7 +4,6 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/compat.h"
 #include "peft/flags.h"
 #include "peft/generate.h"
 #include "peft/model_tokenizer.h"
@@ -62,14 +61,7 @@ int run_generate(const std::vector<std::string>& argv) {
   }
   g.stop_ids = text.eos_ids();
 
-  peft::LoadOptions lo;
-  lo.dtype = peft::parse_dtype(dtype);
-  try {
-    lo.device = peft::compat::device_from_name(device);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--device: ") + e.what());
-  }
-  auto model = peft::load_model(model_dir, lo);
+  auto model = peft::load_model(model_dir, peft::load_options(dtype, device));
   if (!model->config().is_causal_lm)
     throw std::invalid_argument(model_dir + " is " + model->config().architecture + ", not a causal LM; generate needs one");
   std::unique_ptr<peft::PeftModel> adapted;

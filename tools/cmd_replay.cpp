@@ -3,7 +3,6 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/compat.h"
 #include "peft/flags.h"
 #include "peft/replay.h"
 
@@ -35,17 +34,7 @@ int run_replay(const std::vector<std::string>& args) {
     std::cerr << "peft replay: error: " << e.what() << "\n";
     return 2;  // a usage error (1 means: a deviation beyond tolerance)
   }
-  peft::LoadOptions load;
-  try {
-    load.dtype = peft::parse_dtype(dtype);
-  } catch (const std::exception& e) {
-    throw std::invalid_argument(std::string("--dtype: ") + e.what());
-  }
-  try {
-    load.device = peft::compat::device_from_name(device);
-  } catch (const std::invalid_argument& e) {
-    throw std::invalid_argument(std::string("--device: ") + e.what());
-  }
+  const peft::LoadOptions load = peft::load_options(dtype, device);
   auto report = peft::replay_golden(
       dir, [&](const nlohmann::json& line) { if (!quiet) std::cout << line.dump() << "\n" << std::flush; }, {}, save, load);
   std::cout << nlohmann::json{{"summary", report.to_json()}}.dump() << "\n";

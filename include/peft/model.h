@@ -46,6 +46,8 @@ class Model : public torch::nn::Module {
   virtual ModelOutput forward(const Batch& batch) = 0;
 
   const ModelConfig& config() const { return config_; }
+  // Where the weights live (the first parameter's device; the CPU for a model without any).
+  at::Device device() const;
   // Every Linear by its state-dict path, e.g. "model.layers.0.self_attn.q_proj", in module order.
   std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> linear_modules();
   // PEFT's default AdaLoRA / LoRA target modules for this model type.
@@ -85,5 +87,7 @@ void save_model(Model& model, const std::string& dir);
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels);
 
 at::ScalarType parse_dtype(const std::string& name);  // "float32"/"fp32", "bfloat16"/"bf16", "float16"
+// LoadOptions from the names a user types; std::invalid_argument naming --dtype or --device if one is bad.
+LoadOptions load_options(const std::string& dtype, const std::string& device);
 
 }  // namespace peft
