@@ -214,7 +214,7 @@ h1{font-size:22px;margin:4px 0 14px}
 h2{font-size:16px;margin:0 0 6px}
 section{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:14px 16px;margin:14px 0}
 .summary{display:flex;flex-wrap:wrap;gap:10px}
-.stat{background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px 14px;min-width:110px}
+.stat{flex:0 0 auto;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:8px 14px;min-width:110px}
 .stat .k{font-size:12px;color:#5b6577}.stat .v{font-size:18px;font-weight:600}
 .note{color:#5b6577;margin:4px 0 8px}
 canvas{display:block;width:100%}
@@ -386,6 +386,7 @@ function phaseBands(tr) {
     if (last && last.label === p) last.x1 = x; else bands.push({x0: x, x1: x, label: p, color: PHASE_COLOR[p] || "#eee"});
   });
   bands.forEach((b, i) => { if (bands[i + 1]) b.x1 = bands[i + 1].x0; });
+  if (bands.length) bands[0].x0 = Math.min(bands[0].x0, 0);  // the first phase starts at step 0, logged or not
   return bands;
 }
 
