@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test test-data bench demo clean
+.PHONY: all setup configure build test test-data bench bench-gpu device-deps demo clean
 
 all: build
 
@@ -27,6 +27,14 @@ test: build test-data
 
 bench: build
 	$(BUILD)/peft_bench
+
+# On a GPU machine with a PyTorch wheel and no package archive: build there, test, replay on CUDA,
+# time our steps against PEFT's (bench/gpu.sh). `make device-deps` here first packs what it needs.
+device-deps:
+	@bash scripts/device-deps.sh
+
+bench-gpu:
+	@bash bench/gpu.sh
 
 # AdaLoRA fine-tunes the shipped models/fortune-llama on data/demo (docs/demo-model.md). Only the
 # command-line program is built, so the first run is not spent compiling the tests.

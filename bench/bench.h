@@ -2,6 +2,7 @@
 // PEFT_BENCH; `peft_bench [name-substring]` runs all or a selection and prints one line per figure.
 #pragma once
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <string>
@@ -29,6 +30,12 @@ inline std::string load_average() {
   std::ifstream in("/proc/loadavg");
   std::string load;
   return in >> load ? load : "unknown";
+}
+
+// The value of environment variable `name`, or `fallback` when it is unset or empty.
+inline std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : fallback;
 }
 
 }  // namespace peft::bench

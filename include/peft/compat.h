@@ -2,7 +2,11 @@
 // Everything else in the project is written against the API the two versions share.
 #pragma once
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
 #include <torch/version.h>
+#if PEFT_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
 
 #include <cmath>
 #include <optional>
@@ -52,6 +56,29 @@ inline at::Device device_from_name(const std::string& name) {
     return at::Device(name);
   }
   throw std::invalid_argument("unknown device \"" + name + "\" (use cpu or cuda)");
+}
+
+// Waits for the work queued on `device` (a no-op on the CPU), so that host timers measure it.
+inline void synchronize(const at::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+// Peak bytes allocated on a CUDA device since the last reset_peak_memory; -1 when unknown (the CPU,
+// or a build without CUDA; PEFT_WITH_CUDA is set by CMake when libtorch has it).
+inline int64_t peak_memory_bytes(const at::Device& device) {
+#if PEFT_WITH_CUDA
+  if (device.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.has_index() ? device.index() : 0);
+    return stats.allocated_bytes[0].peak;  // index 0: StatType::AGGREGATE
+  }
+#endif
+  return -1;
+}
+
+inline void reset_peak_memory(const at::Device& device) {
+#if PEFT_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index() : 0);
+#endif
 }
 
 }  // namespace peft::compat
