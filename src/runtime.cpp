@@ -13,23 +13,23 @@
 #include <string>
 #include <thread>
 
+#include "peft/flags.h"
+
 namespace peft {
 
 int init_runtime() {
   int n = static_cast<int>(std::thread::hardware_concurrency());
   if (const char* env = std::getenv("PEFT_NUM_THREADS")) {
     const std::string v = env;
-    size_t pos = 0;
-    int parsed = 0;
+    int64_t parsed = 0;
     try {
-      parsed = std::stoi(v, &pos);
-    } catch (...) {
-      pos = 0;
+      parsed = Flags::to_int64(v);
+    } catch (const std::invalid_argument&) {
     }
-    if (pos == 0 || pos != v.size() || parsed < 1)
+    if (parsed < 1 || parsed > 4096)
       throw std::invalid_argument("PEFT_NUM_THREADS=\"" + v +
-                                  "\": expected a whole number of threads >= 1 (unset it to use every core)");
-    n = parsed;
+                                  "\": expected a whole number of threads from 1 to 4096 (unset it to use every core)");
+    n = static_cast<int>(parsed);
   }
   if (n < 1) n = 1;
   if (at::get_num_threads() != n) at::set_num_threads(n);
