@@ -12,6 +12,14 @@ namespace {
 
 // The table of `peft train`, bound to `o`. `recipe` is listed so that --help and typos know it; its
 // files are applied by parse_train_options before the flags.
+// A setter for an integer setting whose default is derived unless the user gives it.
+Flags::Setter given_int(int64_t* value, bool* given) {
+  return [value, given](const std::string& v) {
+    *value = Flags::to_int64(v);
+    *given = true;
+  };
+}
+
 Flags train_flags(TrainOptions& o) {
   Flags f("train", "peft train --model DIR --data FILE [options]   (or --recipe FILE.json; flags override it)",
           "Fine-tunes a Hugging Face model with AdaLoRA (default), LoRA, or in full. The trainer derives\n"
@@ -39,16 +47,16 @@ Flags train_flags(TrainOptions& o) {
   f.flag("init_r", "N", "AdaLoRA: rank every module starts with (default 12)", &a.init_r);
   f.flag("target_r", "N", "AdaLoRA: average rank at the end (default 8)", &a.target_r);
   f.flag("tinit", "N", "AdaLoRA: warm-up steps without pruning (default: 10% of total_step)",
-         [&o](const std::string& v) { o.adapter.tinit = Flags::to_int64(v); o.tinit_set = true; });
+         given_int(&a.tinit, &o.tinit_set));
   f.flag("tfinal", "N", "AdaLoRA: final steps with the mask frozen (default: 20% of total_step)",
-         [&o](const std::string& v) { o.adapter.tfinal = Flags::to_int64(v); o.tfinal_set = true; });
+         given_int(&a.tfinal, &o.tfinal_set));
   f.flag("deltaT", "N", "AdaLoRA: steps between two masks while budgeting (default: 1% of total_step, at least 1)",
-         [&o](const std::string& v) { o.adapter.deltaT = Flags::to_int64(v); o.deltaT_set = true; });
+         given_int(&a.deltaT, &o.deltaT_set));
   f.flag("beta1", "F", "AdaLoRA: EMA factor of sensitivity (default 0.85)", &a.beta1);
   f.flag("beta2", "F", "AdaLoRA: EMA factor of uncertainty (default 0.85)", &a.beta2);
   f.flag("orth_reg_weight", "F", "AdaLoRA: weight of the orthogonal penalty (default 0.5)", &a.orth_reg_weight);
   f.flag("total_step", "N", "AdaLoRA: optimizer steps of the schedule (default: derived from the plan; leave it)",
-         [&o](const std::string& v) { o.adapter.total_step = Flags::to_int64(v); o.total_step_set = true; });
+         given_int(&a.total_step, &o.total_step_set));
   f.flag("r", "N", "LoRA: rank (default 8)", &a.r);
   f.flag("lora_alpha", "F", "scaling numerator (default 8; AdaLoRA multiplier lora_alpha/init_r, LoRA lora_alpha/r)", &a.lora_alpha);
   f.flag("lora_dropout", "F", "dropout on the adapter input (default 0)", &a.lora_dropout);

@@ -19,6 +19,16 @@ namespace {
 
 std::string tiny() { return fixture("tiny"); }
 
+// The message parse_train_options throws for `args`, or "" when they parse.
+std::string parse_error(const std::vector<std::string>& args) {
+  try {
+    parse_train_options(args);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
 int64_t count_lines(const std::string& path) {
   std::ifstream in(path);
   std::string l;
@@ -112,20 +122,12 @@ TEST(Trainer, OptionNamesTakeUnderscoresOrDashes) {
 }
 
 TEST(Trainer, BadOptionValuesNameTheFlagAndTheValue) {
-  auto error = [](const std::vector<std::string>& args) {
-    try {
-      parse_train_options(args);
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
-  EXPECT_EQ(error({"--init-r", "big"}), "--init-r: expected an integer, got \"big\"");
-  EXPECT_EQ(error({"--lr", "fast"}), "--lr: expected a number, got \"fast\"");
-  EXPECT_NE(error({"--pack=maybe"}).find("--pack: a switch"), std::string::npos);
-  EXPECT_EQ(error({"--batch-size"}), "--batch-size needs a value (N); see peft train --help");
-  EXPECT_EQ(error({"--method", "qlora"}), "--method: expected adalora, lora or full, got \"qlora\"");
-  EXPECT_EQ(error({"--max-step", "3"}), "unknown option --max-step (did you mean --max-steps?); see peft train --help");
+  EXPECT_EQ(parse_error({"--init-r", "big"}), "--init-r: expected an integer, got \"big\"");
+  EXPECT_EQ(parse_error({"--lr", "fast"}), "--lr: expected a number, got \"fast\"");
+  EXPECT_NE(parse_error({"--pack=maybe"}).find("--pack: a switch"), std::string::npos);
+  EXPECT_EQ(parse_error({"--batch-size"}), "--batch-size needs a value (N); see peft train --help");
+  EXPECT_EQ(parse_error({"--method", "qlora"}), "--method: expected adalora, lora or full, got \"qlora\"");
+  EXPECT_EQ(parse_error({"--max-step", "3"}), "unknown option --max-step (did you mean --max-steps?); see peft train --help");
 }
 
 TEST(Trainer, RecipeSetsOptionsFlagsOverrideItAndErrorsNameFileAndKey) {
@@ -146,24 +148,16 @@ TEST(Trainer, RecipeSetsOptionsFlagsOverrideItAndErrorsNameFileAndKey) {
   o = parse_train_options({"--lr=0.03", "--recipe=" + recipe});
   EXPECT_DOUBLE_EQ(o.lr, 0.03);
 
-  auto error = [](const std::vector<std::string>& args) {
-    try {
-      parse_train_options(args);
-    } catch (const std::invalid_argument& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   auto bad = write("bad.json", R"({"init_r": "many"})");
-  EXPECT_EQ(error({"--recipe", bad}), bad + ": key \"init_r\": --init_r: expected an integer, got \"many\"");
+  EXPECT_EQ(parse_error({"--recipe", bad}), bad + ": key \"init_r\": --init_r: expected an integer, got \"many\"");
   auto typo = write("typo.json", R"({"lr_schedular": "cosine"})");
-  EXPECT_EQ(error({"--recipe", typo}), typo + ": unknown key \"lr_schedular\" (did you mean --lr-scheduler?)");
+  EXPECT_EQ(parse_error({"--recipe", typo}), typo + ": unknown key \"lr_schedular\" (did you mean --lr-scheduler?)");
   auto nested = write("nested.json", R"({"recipe": "other.json"})");
-  EXPECT_NE(error({"--recipe", nested}).find("key \"recipe\""), std::string::npos);
+  EXPECT_NE(parse_error({"--recipe", nested}).find("key \"recipe\""), std::string::npos);
   auto list = write("list.json", "[1, 2]");
-  EXPECT_NE(error({"--recipe", list}).find("a recipe is a JSON object"), std::string::npos);
-  EXPECT_NE(error({"--recipe", tmp.str("missing.json")}).find("missing.json"), std::string::npos);
-  EXPECT_EQ(error({"--recipe"}), "--recipe needs a value (FILE); see peft train --help");
+  EXPECT_NE(parse_error({"--recipe", list}).find("a recipe is a JSON object"), std::string::npos);
+  EXPECT_NE(parse_error({"--recipe", tmp.str("missing.json")}).find("missing.json"), std::string::npos);
+  EXPECT_EQ(parse_error({"--recipe"}), "--recipe needs a value (FILE); see peft train --help");
 }
 
 TEST(Trainer, ResumeEqualsUninterrupted) {
