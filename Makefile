@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test test-data bench bench-gpu device-deps demo clean
+.PHONY: all setup configure build test test-data bench bench-gpu check-cuda-build device-deps demo clean
 
 all: build
 
@@ -28,6 +28,10 @@ test: build test-data
 bench: build
 	$(BUILD)/peft_bench
 
+# Compiles every target against the CUDA torch wheel (.venv-cuda, build-cuda); runs nothing.
+check-cuda-build:
+	@bash scripts/check-cuda-build.sh
+
 # On a GPU machine with a PyTorch wheel and no package archive: build there, test, replay on CUDA,
 # time our steps against PEFT's (bench/gpu.sh). `make device-deps` here first packs what it needs.
 device-deps:
@@ -43,4 +47,4 @@ demo: configure
 	@bash scripts/demo.sh
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-cuda

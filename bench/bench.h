@@ -1,10 +1,14 @@
 // Benchmark registry of `peft_bench` (`make bench`): each bench/*.cpp registers its figures with
 // PEFT_BENCH; `peft_bench [name-substring]` runs all or a selection and prints one line per figure.
 #pragma once
+#include <ATen/ATen.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -37,6 +41,13 @@ inline std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v && *v ? std::string(v) : fallback;
 }
+
+double median(std::vector<double> v);
+double mean(const std::vector<double>& v);
+
+// FLOP/s of an n x n x n matrix product in `options`' dtype and device (2 n^3 flops), median of
+// `reps` timed products after one warm-up (synchronised on CUDA).
+double matmul_flops(const at::TensorOptions& options, int64_t n, int reps);
 
 }  // namespace peft::bench
 

@@ -21,16 +21,8 @@ namespace {
 
 using peft::bench::now_s;
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-double mean(const std::vector<double>& v) {
-  return v.empty() ? 0.0 : std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size());
-}
+using peft::bench::mean;
+using peft::bench::median;
 
 // The model shapes: SmolLM2-135M (30 layers, d=576) and Llama-3.2-1B (16 layers, d=2048).
 struct Shape {
@@ -212,21 +204,6 @@ AllocatorTimes time_allocator(Run& run, int calls) {
   return r;
 }
 
-// TFLOP/s of an n x n x n matrix product in `options`' dtype and device (2 n^3 flops), median of `reps`.
-double matmul_tflops(const at::TensorOptions& options, int64_t n, int reps) {
-  auto a = at::randn({n, n}, options), b = at::randn({n, n}, options);
-  auto c = at::mm(a, b);  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    peft::compat::synchronize(options.device());
-    double t0 = now_s();
-    at::mm_out(c, a, b);
-    peft::compat::synchronize(options.device());
-    t.push_back(now_s() - t0);
-  }
-  return 2.0 * n * n * n / median(t) / 1e12;
-}
-
 void bench_adalora() {
   const Setup S = setup_from_env();
   const std::string methods = peft::bench::env_or("PEFT_BENCH_METHODS", "lora,adalora");
@@ -288,7 +265,7 @@ void bench_adalora() {
   for (auto& [path, linear] : any.pm->base().linear_modules()) matmul_params += linear->weight.numel();
   const double hidden = model_config["hidden_size"].get<double>();
   const double flops = 4.0 * matmul_params * B * T + 12.0 * S.layers * T * T * hidden * B;
-  const double ceiling = matmul_tflops(at::TensorOptions(S.load.dtype).device(S.load.device),
+  const double ceiling = 1e-12 * peft::bench::matmul_flops(at::TensorOptions(S.load.dtype).device(S.load.device),
                                        S.load.device.is_cuda() ? 8192 : 2048, 5);
   auto summary = [&](const char* method, const std::vector<double>& v) {
     if (v.empty()) return;

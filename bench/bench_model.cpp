@@ -11,24 +11,7 @@
 
 namespace {
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// GFLOP/s of an n x n x n float32 matrix product (2 n^3 flops), median of `reps`.
-double matmul_gflops(int64_t n, int reps) {
-  auto a = at::randn({n, n}), b = at::randn({n, n});
-  auto c = at::mm(a, b);  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    double t0 = peft::bench::now_s();
-    at::mm_out(c, a, b);
-    t.push_back(peft::bench::now_s() - t0);
-  }
-  return 2.0 * n * n * n / median(t) / 1e9;
-}
+using peft::bench::median;
 
 void bench_model() {
   const int64_t hidden = 768, layers = 12, heads = 12, inter = 2048, vocab = 32000;
@@ -72,7 +55,7 @@ void bench_model() {
   double tokens = static_cast<double>(B * T);
   double flops = 6.0 * matmul_params * tokens + 12.0 * layers * T * T * hidden * B;
   double achieved = flops / step_s / 1e9;
-  double ceiling = matmul_gflops(2048, 5);
+  double ceiling = 1e-9 * peft::bench::matmul_flops(at::TensorOptions(at::kFloat), 2048, 5);
 
   std::printf("model llama-110m: load average %s, %.1fM params (%.1fM in matmuls), batch %ldx%ld, float32, "
               "all parameters trained\n",

@@ -1,50 +1,41 @@
-// The differences between libtorch 1.13 (Debian, CPU) and libtorch 2.x (CUDA builds), in one place.
-// Everything else in the project is written against the API the two versions share.
+// What depends on the libtorch build (CPU or CUDA) and the one attention call, in one place.
+// peft.cpp is written against libtorch 2.x; everything else uses the API all 2.x releases share.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
-#include <torch/version.h>
 #if PEFT_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <string>
 
-#define PEFT_TORCH_2 (TORCH_VERSION_MAJOR >= 2)
-
 namespace peft::compat {
 
-// Scaled dot-product attention over (B, H, T, D) tensors. `mask` is an additive float mask
-// broadcastable to (B, H, Tq, Tk) or undefined; `causal` adds the lower-triangular mask.
-// libtorch 2.x uses the fused kernel (flash / memory-efficient on CUDA); 1.13 computes it
-// explicitly with the softmax in float32, as transformers' eager path does.
+// Scaled dot-product attention over (B, H, T, D) tensors, fused by libtorch (flash or
+// memory-efficient kernels on CUDA). `mask` is an additive float mask broadcastable to
+// (B, H, Tq, Tk) or undefined; `causal` lets query i see keys up to i + (Tk - Tq), so that a
+// query of new tokens after a KV cache sees the whole cache. SDPA's own `is_causal` aligns the
+// triangle to the top left when Tq < Tk, so it is only used for square attention.
 inline at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& mask, bool causal, double scale) {
-#if PEFT_TORCH_2
-  if (!mask.defined()) {
+  const auto T = q.size(-2), S = k.size(-2);
+  if (!mask.defined() && (!causal || T == S)) {
     return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal, scale);
+  }
+  if (!mask.defined()) {  // causal with a cache: a boolean mask, true where a key is visible
+    auto visible = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
+    return at::scaled_dot_product_attention(q, k, v, visible, 0.0, false, scale);
   }
   at::Tensor m = mask;
   if (causal) {
-    auto T = q.size(-2), S = k.size(-2);
-    auto tri = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
-    m = m.masked_fill(tri.logical_not(), -std::numeric_limits<float>::infinity());
+    auto visible = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
+    m = m.masked_fill(visible.logical_not(), -std::numeric_limits<float>::infinity());
   }
   return at::scaled_dot_product_attention(q, k, v, m.to(q.scalar_type()), 0.0, false, scale);
-#else
-  auto scores = at::matmul(q, k.transpose(-2, -1)).mul_(scale);
-  if (causal) {
-    auto T = q.size(-2), S = k.size(-2);
-    auto tri = at::ones({T, S}, q.options().dtype(at::kBool)).tril(S - T);
-    scores.masked_fill_(tri.logical_not(), -std::numeric_limits<float>::infinity());
-  }
-  if (mask.defined()) scores = scores + mask.to(scores.scalar_type());
-  auto probs = at::softmax(scores, -1, at::kFloat).to(q.scalar_type());
-  return at::matmul(probs, v);
-#endif
 }
 
 // "cpu" or "cuda" (or "cuda:N"). On CUDA, TF32 matmuls are turned off so float32 means float32.
