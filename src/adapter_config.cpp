@@ -63,6 +63,8 @@ nlohmann::json AdapterConfig::to_json() const {
   j["task_type"] = task_type;
   j["base_model_name_or_path"] = base_model_name_or_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model_name_or_path);
   if (target_modules_regex) j["target_modules"] = *target_modules_regex;
+  // PEFT expands "all-linear" only when it is the whole string; in a list it is a module name.
+  else if (target_modules == std::vector<std::string>{"all-linear"}) j["target_modules"] = "all-linear";
   else j["target_modules"] = target_modules;
   j["exclude_modules"] = exclude_modules.empty() ? nlohmann::json(nullptr) : nlohmann::json(exclude_modules);
   j["modules_to_save"] = modules_to_save.empty() ? nlohmann::json(nullptr) : nlohmann::json(modules_to_save);

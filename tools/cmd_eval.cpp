@@ -1,19 +1,38 @@
 // `peft eval`: loss and perplexity (causal LM) or loss and accuracy (classification) of a model,
 // with or without an adapter, on a JSONL dataset; prints a human line and a JSON line.
+// --dump-logits writes the first batch and its logits, to compare with another implementation.
 #include <iomanip>
 #include <iostream>
 #include <sstream>
 
 #include "command.h"
+#include "peft/eval_mode.h"
 #include "peft/evaluate.h"
 #include "peft/flags.h"
 #include "peft/model_tokenizer.h"
 #include "peft/peft_model.h"
+#include "peft/safetensors.h"
 
 namespace {
 
+// The first batch of `data` exactly as evaluate() forms it (the first `batch_size` examples,
+// right-padded) and what `forward` gives for it, written to `path` as safetensors: input_ids,
+// attention_mask and labels (int64) and logits (float32). Call in eval mode.
+void dump_first_batch(const peft::ForwardFn& forward, const peft::Dataset& data, int64_t batch_size, at::Device device,
+                      const std::string& path) {
+  at::NoGradGuard no_grad;
+  peft::LoaderOptions lo;
+  lo.batch_size = batch_size;
+  lo.shuffle = false;
+  auto tb = peft::DataLoader(data, lo).batch({0, 0});
+  auto b = peft::to_model_batch(tb, device);
+  auto mask = at::tensor(tb.attention_mask, at::kLong).view({tb.batch_size, tb.seq_len});
+  auto logits = forward(b).logits.to(at::kFloat);
+  peft::save_safetensors(path, {{"input_ids", b.input_ids}, {"attention_mask", mask}, {"labels", b.labels}, {"logits", logits}});
+}
+
 int run_eval(const std::vector<std::string>& argv) {
-  std::string device = "cpu", model_dir, adapter_dir, data, chat_format, dtype = "float32";
+  std::string device = "cpu", model_dir, adapter_dir, data, chat_format, dtype = "float32", dump_logits;
   int64_t batch_size = 8, max_length = 512;
   peft::Flags args(
       "eval", "peft eval --model DIR [--adapter DIR] --data FILE.jsonl [options]",
@@ -22,9 +41,12 @@ int run_eval(const std::vector<std::string>& argv) {
       "(completions, assistant turns, or all text) and its perplexity exp(loss). Classification\n"
       "models on {\"text\",\"label\"} records: the mean loss and the accuracy. AdaLoRA's orthogonal\n"
       "penalty is not included. Prints one line for people and one JSON line:\n"
-      "  {\"eval_loss\":..., \"eval_ppl\":..., \"eval_tokens\":...}   (classification: eval_accuracy, eval_examples)",
+      "  {\"eval_loss\":..., \"eval_ppl\":..., \"eval_tokens\":...}   (classification: eval_accuracy, eval_examples)\n"
+      "--dump-logits also writes the first batch (the first --batch-size examples, right-padded) and\n"
+      "the logits the model gives it, e.g. to compare with PEFT and transformers on the same tokens.",
       "  peft eval --model models/fortune-llama --data data/demo/definitions-eval.jsonl\n"
-      "  peft eval --model models/fortune-llama --adapter out/demo/adapter --data data/demo/definitions-eval.jsonl --batch-size 4");
+      "  peft eval --model models/fortune-llama --adapter out/demo/adapter --data data/demo/definitions-eval.jsonl --batch-size 4\n"
+      "  peft eval --model models/fortune-llama --data data/demo/definitions-eval.jsonl --dump-logits first-batch.safetensors");
   args.flag("model", "DIR", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)", &model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory to evaluate with (default: the model alone)", &adapter_dir);
   args.flag("data", "FILE", "JSONL: {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or {\"text\",\"label\"}", &data);
@@ -33,6 +55,9 @@ int run_eval(const std::vector<std::string>& argv) {
   args.flag("chat-format", "NAME", "chat format for {\"messages\"} data when the model's template is not recognised", &chat_format);
   args.flag("dtype", "NAME", "base weights float32 (default) or bfloat16", &dtype);
   args.flag("device", "NAME", "cpu (default) or cuda (a libtorch build with CUDA)", &device);
+  args.flag("dump-logits", "FILE",
+            "write the first batch to FILE (safetensors): input_ids, attention_mask, labels (int64) and logits (float32)",
+            &dump_logits);
   if (!args.parse(argv)) return 0;
   args.require("model", model_dir);
   args.require("data", data);
@@ -51,8 +76,16 @@ int run_eval(const std::vector<std::string>& argv) {
   if (!adapter_dir.empty()) {
     auto adapted = peft::PeftModel::load(model, adapter_dir);
     r = peft::evaluate(*adapted, dataset, batch_size);
+    if (!dump_logits.empty()) {
+      peft::EvalMode eval_mode(*adapted);
+      dump_first_batch([&](const peft::Batch& b) { return adapted->forward(b); }, dataset, batch_size, model->device(), dump_logits);
+    }
   } else {
     r = peft::evaluate(*model, dataset, batch_size);
+    if (!dump_logits.empty()) {
+      peft::EvalMode eval_mode(*model);
+      dump_first_batch([&](const peft::Batch& b) { return model->forward(b); }, dataset, batch_size, model->device(), dump_logits);
+    }
   }
 
   std::ostringstream human;
@@ -72,6 +105,7 @@ int run_eval(const std::vector<std::string>& argv) {
   auto st = dataset.stats();
   if (st.truncated_examples) human << "; " << st.truncated_examples << " examples cut to --max-length " << max_length;
   if (st.dropped_examples) human << "; " << st.dropped_examples << " dropped (no token to score)";
+  if (!dump_logits.empty()) human << "; first batch and its logits written to " << dump_logits;
   std::cout << human.str() << "\n" << j.dump() << "\n";
   return 0;
 }
