@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test test-data bench bench-gpu check-cuda-build device-deps demo clean
+.PHONY: all setup configure build test test-data bench bench-gpu check-cuda-build device-deps demo clean fuzz fuzz-smoke test-asan
 
 all: build
 
@@ -48,3 +48,16 @@ demo: configure
 
 clean:
 	rm -rf $(BUILD) build-cuda
+
+# libFuzzer targets of fuzz/ (clang, ASan + UBSan, build-fuzz/): FUZZ_SECONDS per target on a copy of
+# fuzz/corpus; prints executions, exec/s and crashes per target and fails on any crash (scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz: setup
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
+fuzz-smoke: setup
+	FUZZ_SECONDS=5 bash scripts/fuzz.sh
+
+# The whole test suite with the project's code under AddressSanitizer + UBSan (build-asan/).
+test-asan: setup test-data
+	bash scripts/test-asan.sh
