@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ with clang (ASan + UBSan) in build-fuzz/ and runs each for
 # FUZZ_SECONDS on a copy of its corpus; prints executions, exec/s and crashes, and fails on any crash.
-# Environment: FUZZ_SECONDS (60 per target), FUZZ_TARGETS (all), FUZZ_BUILD (build-fuzz), JOBS (2).
+# Environment: FUZZ_SECONDS (60 per target), FUZZ_TARGETS (all), FUZZ_BUILD (build-fuzz), JOBS (2),
+# FUZZ_SKIP_BUILD=1 (run what is built).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -35,7 +36,7 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
 fi
 build_targets=()
 for t in $TARGETS; do build_targets+=(--target "fuzz_$t"); done
-flock "$LOCK" cmake --build "$BUILD" -j "$JOBS" "${build_targets[@]}"
+if [ -z "${FUZZ_SKIP_BUILD:-}" ]; then flock "$LOCK" cmake --build "$BUILD" -j "$JOBS" "${build_targets[@]}"; fi
 
 # A crash, a sanitizer report, an escaped exception, a hang (-timeout) or a leak ends a target's run
 # with an artifact in its work dir; the committed corpus is copied, never written to.
@@ -44,8 +45,10 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 export PEFT_NUM_THREADS=1 OMP_NUM_THREADS=1
 WORK="$BUILD/fuzz-work"
 failed=0
-printf '%-20s %12s %10s %8s %14s\n' target executions exec/s crashes "total execs" > "$WORK.summary" 2>/dev/null ||
-  { mkdir -p "$WORK"; printf '%-20s %12s %10s %8s %14s\n' target executions exec/s crashes "total execs" > "$WORK.summary"; }
+mkdir -p "$WORK"
+summary="$(mktemp)"
+trap 'rm -f "$summary"' EXIT
+printf '%-20s %12s %10s %8s %14s\n' target executions exec/s crashes "total execs" > "$summary"
 for t in $TARGETS; do
   dir="$WORK/$t"
   mkdir -p "$dir/corpus" "$dir/artifacts"
@@ -66,7 +69,7 @@ for t in $TARGETS; do
   if [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ]; then crashes=1; fi  # died without writing an artifact
   total=$(( $(cat "$dir/total-executions" 2>/dev/null || echo 0) + execs ))
   echo "$total" > "$dir/total-executions"
-  printf '%-20s %12s %10s %8s %14s\n' "$t" "$execs" "${rate:-0}" "$crashes" "$total" >> "$WORK.summary"
+  printf '%-20s %12s %10s %8s %14s\n' "$t" "$execs" "${rate:-0}" "$crashes" "$total" >> "$summary"
   if [ "$crashes" -ne 0 ]; then
     failed=1
     echo "fuzz: $t FAILED (exit status $rc); the report:"
@@ -75,5 +78,5 @@ for t in $TARGETS; do
   fi
 done
 echo
-cat "$WORK.summary"
+cat "$summary"
 exit $failed

@@ -17,7 +17,7 @@ flock "$LOCK" cmake --build "$BUILD" -j "$JOBS"
 built=$(date +%s)
 
 # A report stops the process with an error, so the test fails; leaks are reported at exit.
-export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}"
+export ASAN_OPTIONS="${ASAN_OPTIONS:-halt_on_error=1:abort_on_error=1:detect_leaks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 if [ -f scripts/asan.supp ]; then export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/scripts/asan.supp}"; fi
 status=0

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 
@@ -66,6 +67,9 @@ int64_t label_field(const json& record) {
   const json& label = record["label"];
   if (!label.is_number_unsigned())  // JSON parsing gives non-negative integers this type
     throw LineError("expected a non-negative integer in \"label\"");
+  // A class count (label + 1) must fit in int64 too.
+  if (label.get<uint64_t>() >= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+    throw LineError("\"label\" " + label.dump() + " is too large for a class index");
   return label.get<int64_t>();
 }
 
@@ -115,7 +119,7 @@ class Loader {
     json record;
     try {
       record = json::parse(line);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
       throw LineError(std::string("malformed JSON (") + e.what() + ")");
     }
     if (!record.is_object()) throw LineError("expected a JSON object");

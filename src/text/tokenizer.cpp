@@ -2,6 +2,7 @@
 // pre-tokenizer, model, truncation, post-processor and padding; decode runs the decoder.
 #include "peft/tokenizer.h"
 
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -39,6 +40,8 @@ struct Tokenizer::Impl {
 };
 
 namespace {
+
+constexpr size_t kMaxPaddedLength = size_t(1) << 20;  // tokens
 
 std::vector<AddedToken> read_added_tokens(const json& list, const Where& w) {
   std::vector<AddedToken> tokens;
@@ -99,8 +102,19 @@ void Tokenizer::Impl::load(const json& j, const Where& top) {
     else if (strategy != "BatchLongest") pw.at("strategy").fail("expected \"BatchLongest\" or {\"Fixed\": n}");
     if (auto m = it->find("pad_to_multiple_of"); m != it->end() && m->is_number_unsigned() && m->get<size_t>() > 0)
       p.multiple_of = m->get<size_t>();
+    // Padding allocates that many ids on every encode: a length no model takes is refused here.
+    for (auto [value, key] : {std::pair{p.fixed, "strategy.Fixed"}, std::pair{p.multiple_of, "pad_to_multiple_of"}})
+      if (value && *value > kMaxPaddedLength)
+        pw.at(key).fail("padding to " + std::to_string(*value) + " tokens is beyond the limit of " +
+                        std::to_string(kMaxPaddedLength));
     p.left = it->value("direction", "Right") == "Left";
-    p.pad_id = static_cast<int32_t>(it->value("pad_id", 0));
+    if (auto id = it->find("pad_id"); id != it->end() && !id->is_null()) {
+      // A token id (u32 in tokenizers); get<int32_t> of a fraction or a huge number would not say so.
+      if (!id->is_number_integer() || id->get<int64_t>() < 0 || id->get<int64_t>() > INT32_MAX)
+        pw.at("pad_id").fail("expected a token id (an integer from 0 to " + std::to_string(INT32_MAX) + "), got " +
+                             id->dump());
+      p.pad_id = static_cast<int32_t>(id->get<int64_t>());
+    }
     padding = p;
   }
   if (auto it = j.find("added_tokens"); it != j.end())
@@ -124,7 +138,7 @@ Tokenizer Tokenizer::from_json_string(const std::string& text, const std::string
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     throw std::runtime_error(origin + ": malformed JSON: " + e.what());
   }
   auto impl = std::make_unique<Impl>();

@@ -26,7 +26,7 @@ TokenizerConfig parse_tokenizer_config(const std::string& text, const std::strin
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     throw std::runtime_error(origin + ": not valid JSON: " + e.what());
   }
   if (!j.is_object()) throw std::runtime_error(origin + ": expected a JSON object");

@@ -197,6 +197,8 @@ TEST(ChatFormat, FromConfigUsesTemplateBosAndOverride) {
   EXPECT_EQ(f.apply({{"user", "u"}}), "<s><start_of_turn>user\nu<end_of_turn>\n");
   EXPECT_EQ(ChatFormat::from_config(c, "chatml").name(), "chatml");
   EXPECT_THROW(ChatFormat::from_config(peft::parse_tokenizer_config("{}")), std::runtime_error);
+  // A number beyond double's range is an out_of_range error of the JSON library, not a parse_error.
+  EXPECT_THROW(peft::parse_tokenizer_config(R"({"model_max_length": 1e400})"), std::runtime_error);
 }
 
 // The real tokenizer_config.json files, where scripts/fetch-test-data.sh has fetched them.

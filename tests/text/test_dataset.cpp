@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 
 #include "peft/data_loader.h"
@@ -180,6 +181,21 @@ TEST(Dataset, ClassificationRecordsCarryTheirLabel) {
   const TokenBatch b = collate({&d[0], &d[1]}, d.pad_id());
   EXPECT_EQ(b.class_labels, (std::vector<int64_t>{2, 0}));
   EXPECT_TRUE(b.labels.empty());
+}
+
+TEST(Dataset, OutOfRangeNumbersAndLabelsAreLineErrors) {
+  // A number beyond double's range is an out_of_range error of the JSON library, not a parse_error.
+  EXPECT_EQ(error_of("{\"text\": \"a\"}\n{\"text\": \"a\", \"x\": 1e400}\n").rfind("data.jsonl:2: malformed JSON", 0), 0u);
+  // Labels that do not fit an int64 class index (the class count is label + 1).
+  EXPECT_EQ(error_of("{\"text\": \"a\", \"label\": 18446744073709551615}\n"),
+            "data.jsonl:1: \"label\" 18446744073709551615 is too large for a class index");
+  EXPECT_EQ(error_of("{\"text\": \"a\", \"label\": 9223372036854775807}\n"),
+            "data.jsonl:1: \"label\" 9223372036854775807 is too large for a class index");
+  const Dataset d = load("{\"text\": \"a\", \"label\": 9223372036854775806}\n");
+  EXPECT_EQ(d.num_classes(), std::numeric_limits<int64_t>::max());
+  DatasetOptions skip;
+  skip.skip_bad_lines = true;
+  EXPECT_EQ(load("{\"text\": \"a\", \"label\": 1}\n{\"text\": \"b\", \"label\": 1e400}\n", skip).stats().skipped_lines, 1);
 }
 
 TEST(Dataset, BosAndEosFollowTheEncoderAndOptions) {

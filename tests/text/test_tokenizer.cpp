@@ -202,6 +202,33 @@ TEST(Tokenizer, MalformedFilesAreReported) {
   EXPECT_THROW(peft::Tokenizer::from_file("/nonexistent/tokenizer.json"), std::runtime_error);
 }
 
+TEST(Tokenizer, OutOfRangeNumbersAndPaddingAreReported) {
+  auto message = [](const std::string& text) {
+    try {
+      peft::Tokenizer::from_json_string(text, "bad.json");
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string model = R"("model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1}, "unk_token": "a"})";
+  // A number beyond double's range is an out_of_range error of the JSON library, not a parse_error.
+  std::string huge = message("{" + model + R"(, "x": 1e400})");
+  EXPECT_NE(huge.find("bad.json: malformed JSON"), std::string::npos) << huge;
+  for (const char* pad_id : {"1e300", "2.5", "-1", "4294967296"}) {
+    std::string bad_pad = message("{" + model + R"(, "padding": {"strategy": "BatchLongest", "pad_id": )" + pad_id + "}}");
+    EXPECT_NE(bad_pad.find("padding.pad_id: expected a token id"), std::string::npos) << pad_id << ": " << bad_pad;
+  }
+  std::string fixed = message("{" + model + R"(, "padding": {"strategy": {"Fixed": 18446744073709551615}}})");
+  EXPECT_NE(fixed.find("padding.strategy.Fixed: padding to 18446744073709551615 tokens"), std::string::npos) << fixed;
+  std::string multiple = message("{" + model + R"(, "padding": {"strategy": "BatchLongest", "pad_to_multiple_of": 9007199254740993}})");
+  EXPECT_NE(multiple.find("padding.pad_to_multiple_of"), std::string::npos) << multiple;
+  // In range, the padding still applies.
+  auto tok = peft::Tokenizer::from_json_string(
+      "{" + model + R"(, "pre_tokenizer": {"type": "Whitespace"}, "padding": {"strategy": {"Fixed": 4}, "pad_id": 1}})");
+  EXPECT_EQ(tok.encode("a a"), (std::vector<int32_t>{0, 0, 1, 1}));
+}
+
 TEST(Tokenizer, InvalidUtf8InputThrows) {
   auto tok = peft::Tokenizer::from_file(tokenizer_path("bert_wp"));
   EXPECT_THROW(tok.encode(std::string("abc\xff")), std::runtime_error);
