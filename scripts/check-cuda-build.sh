@@ -24,10 +24,19 @@ fi
 TORCH_DIR="$("$VENV/bin/python" -c "import os, torch; print(os.path.dirname(torch.__file__))")"
 echo "check-cuda-build: torch $("$VENV/bin/python" -c "import torch; print(torch.__version__, 'CUDA', torch.version.cuda)") from $TORCH_DIR"
 
+# The system toolkit may lack NVRTC and the math-library headers; the wheel's nvidia/cu13 has them.
+NV="$("$VENV/bin/python" -c "import os, nvidia; print(os.path.join(list(nvidia.__path__)[0], 'cu13'))" 2>/dev/null || true)"
+EXTRA=()
+if [ -n "$NV" ] && [ -d "$NV/lib" ]; then
+  nvrtc="$(ls "$NV"/lib/libnvrtc.so* 2>/dev/null | head -n 1)"
+  [ -n "$nvrtc" ] && EXTRA+=(-DCUDA_nvrtc_LIBRARY="$nvrtc" -DCUDA_NVRTC_LIB="$nvrtc")
+  EXTRA+=(-DCMAKE_CXX_FLAGS="-isystem $NV/include")
+fi
+
 start=$(date +%s)
 export PATH="$CUDA_HOME/bin:$PATH" CUDACXX="$CUDA_HOME/bin/nvcc"
 cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$TORCH_DIR" \
-  -DCUDAToolkit_ROOT="$CUDA_HOME" -DPEFT_PYTHON="$VENV/bin/python"
+  -DCUDAToolkit_ROOT="$CUDA_HOME" -DPEFT_PYTHON="$VENV/bin/python" -DTORCH_CUDA_ARCH_LIST="9.0" "${EXTRA[@]}"
 grep -q "PEFT_WITH_CUDA" "$BUILD/build.ninja" \
   || { echo "check-cuda-build: error: CMake did not find CUDA in $TORCH_DIR (PEFT_WITH_CUDA unset)" >&2; exit 1; }
 cmake --build "$BUILD" -j "${JOBS:-$(nproc)}"

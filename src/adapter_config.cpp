@@ -1,4 +1,4 @@
-// adapter_config.json reading, writing and validation, and the AdaLoRA budget schedule.
+// adapter_config.json reading, writing and validation, with PEFT's names, defaults and rules.
 // Unknown keys are kept so a PEFT config read and written again loses nothing.
 #include "peft/adapter_config.h"
 
@@ -182,31 +182,6 @@ AdapterConfig AdapterConfig::from_file(const std::string& path) {
 
 void AdapterConfig::save(const std::string& path) const {
   write_text_atomic(path, to_json().dump(2) + "\n");
-}
-
-BudgetStep budget_schedule(const AdapterConfig& c, int64_t n_modules, int64_t step) {
-  int64_t init_bgt = c.init_r * n_modules, target_bgt = c.target_r * n_modules;
-  if (step <= c.tinit) return {init_bgt, false};
-  if (step > c.total_step - c.tfinal) return {target_bgt, true};
-  double mul = 1.0 - static_cast<double>(step - c.tinit) / static_cast<double>(c.total_step - c.tfinal - c.tinit);
-  auto budget = static_cast<int64_t>(static_cast<double>(init_bgt - target_bgt) * std::pow(mul, 3.0) +
-                                     static_cast<double>(target_bgt));
-  return {budget, step % c.deltaT == 0};
-}
-
-Phase schedule_phase(const AdapterConfig& c, int64_t step) {
-  if (step <= c.tinit) return Phase::Warmup;
-  if (step >= c.total_step - c.tfinal) return Phase::Final;
-  return Phase::Budgeting;
-}
-
-const char* phase_name(Phase p) {
-  switch (p) {
-    case Phase::Warmup: return "warm-up";
-    case Phase::Budgeting: return "budgeting";
-    case Phase::Final: return "final";
-  }
-  return "?";
 }
 
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "peft/file_io.h"
 #include "peft/peft_model.h"
 #include "peft/safetensors.h"
 
@@ -36,6 +37,30 @@ std::map<std::string, at::Tensor> read_adapter_tensors(const std::string& dir) {
     throw std::runtime_error(dir + ": no adapter_model.safetensors (expected a PEFT adapter directory)");
   }
   return load_safetensors(file);
+}
+
+// The rank a file's tensors give module `path` must be the one its adapter_config.json says:
+// AdaLoRA, the true entries of its rank_pattern (which lists init_r of them), else init_r; LoRA
+// without a rank_pattern, r. Throws std::runtime_error naming the module.
+void check_rank(const AdapterConfig& c, const std::string& path, int64_t rank) {
+  auto fail = [&](const std::string& expected) {
+    throw std::runtime_error("adapter_config.json disagrees with adapter_model.safetensors at " + path + ": the tensors have rank " +
+                             std::to_string(rank) + ", " + expected + " (the two files are from different adapters?)");
+  };
+  if (c.peft_type == PeftType::AdaLora) {
+    auto it = c.rank_pattern.find(path + ".lora_E");
+    if (it == c.rank_pattern.end()) {
+      if (rank != c.init_r) fail("init_r is " + std::to_string(c.init_r) + " and rank_pattern does not name the module");
+      return;
+    }
+    int64_t kept = 0;
+    for (bool b : it->second) kept += b;
+    if (static_cast<int64_t>(it->second.size()) != c.init_r)
+      fail("its rank_pattern lists " + std::to_string(it->second.size()) + " entries where init_r is " + std::to_string(c.init_r));
+    if (kept != rank) fail("its rank_pattern keeps " + std::to_string(kept));
+  } else if (c.lora_rank_pattern.empty() && rank != c.r) {
+    fail("r is " + std::to_string(c.r));
+  }
 }
 
 }  // namespace
@@ -89,7 +114,9 @@ PeftModel::PeftModel(std::shared_ptr<Model> base, AdapterConfig config, const st
       throw std::runtime_error("adapter file has no " + key + " although adapter_config.json targets " + path +
                                " (was the adapter trained on another model?)");
     }
-    return it->second.size(0);
+    const int64_t rank = it->second.size(0);
+    check_rank(config_, path, rank);
+    return rank;
   });
   pack();
 }
@@ -125,6 +152,7 @@ void PeftModel::load_weights(const std::string& dir) {
 }
 
 void export_adalora_as_lora(const std::string& src, const std::string& dst) {
+  refuse_output_over_inputs("output", dst, {{"the AdaLoRA adapter", src}});
   auto config = AdapterConfig::from_file((fs::path(src) / "adapter_config.json").string());
   if (config.peft_type != PeftType::AdaLora) throw std::invalid_argument(src + ": not an AdaLoRA adapter (peft_type must be ADALORA)");
   auto tensors = read_adapter_tensors(src);

@@ -59,15 +59,21 @@ EvalResult evaluate(const ForwardFn& forward, const Dataset& data, int64_t batch
       correct += out.logits.argmax(-1).eq(b.labels).sum().item<double>();
     } else {
       int64_t n = b.labels.narrow(1, 1, b.labels.size(1) - 1).ne(kIgnoreIndex).sum().item<int64_t>();
+      if (n == 0) continue;  // nothing to score in this batch (its mean loss is NaN)
       loss_sum += loss * n;
       count += n;
     }
   }
+  if (count == 0) {
+    throw std::invalid_argument("the evaluation data has nothing to score (" + std::to_string(data.size()) +
+                                " records, no target token after the first of a record): evaluate on records of at "
+                                "least 2 tokens with a completion");
+  }
   EvalResult r;
   r.tokens = count;
-  r.loss = count ? loss_sum / count : 0;
+  r.loss = loss_sum / count;
   if (causal_lm) r.perplexity = std::exp(r.loss);
-  else r.accuracy = count ? correct / count : 0;
+  else r.accuracy = correct / count;
   return r;
 }
 

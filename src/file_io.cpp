@@ -51,4 +51,16 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   }
 }
 
+void refuse_output_over_inputs(const std::string& flag, const std::string& output,
+                               const std::vector<std::pair<std::string, std::string>>& inputs) {
+  namespace fs = std::filesystem;
+  for (auto& [what, path] : inputs) {
+    std::error_code ec;
+    if (!path.empty() && fs::exists(output, ec) && fs::exists(path, ec) && fs::equivalent(output, path, ec)) {
+      throw std::invalid_argument("--" + flag + " " + output + " is " + what + " this command reads (" + path +
+                                  "); writing there would destroy it: choose another --" + flag);
+    }
+  }
+}
+
 }  // namespace peft

@@ -95,31 +95,38 @@ Flags::Flags(std::string command, std::string usage, std::string about, std::str
     : command_(std::move(command)), usage_(std::move(usage)), about_(std::move(about)), example_(std::move(example)) {}
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, std::string* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = v; }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = v; }, [out] { return nlohmann::json(*out); }});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, int64_t* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_int64(v); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_int64(v); }, [out] { return nlohmann::json(*out); }});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, uint64_t* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_uint64(v); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_uint64(v); }, [out] { return nlohmann::json(*out); }});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, double* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_double(v); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_double(v); }, [out] { return nlohmann::json(*out); }});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, std::vector<std::string>* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_list(v); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_list(v); }, [out] { return nlohmann::json(*out); }});
 }
 
-void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, Setter set) {
-  flags_.push_back({name, arg, help, std::move(set)});
+void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, Setter set, Getter get) {
+  flags_.push_back({name, arg, help, std::move(set), std::move(get)});
+}
+
+nlohmann::json Flags::values() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (auto& f : flags_)
+    if (f.get) j[f.name] = f.get();
+  return j;
 }
 
 void Flags::toggle(const std::string& name, const std::string& help, bool* out) {
-  flags_.push_back({name, "", help, [out](const std::string& v) { *out = to_bool(v); }});
+  flags_.push_back({name, "", help, [out](const std::string& v) { *out = to_bool(v); }, [out] { return nlohmann::json(*out); }});
 }
 
 void Flags::positional(const std::string& name, std::string* out) {

@@ -14,11 +14,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-bool same_place(const fs::path& a, const fs::path& b) {
-  std::error_code ec;
-  return fs::exists(a) && fs::exists(b) && fs::equivalent(a, b, ec);
-}
-
 
 }  // namespace
 
@@ -30,8 +25,7 @@ MergeResult merge_to_checkpoint(const MergeOptions& o) {
   if (o.dtype == "float32" || o.dtype == "fp32") dtype = at::kFloat;
   else if (o.dtype == "bfloat16" || o.dtype == "bf16") dtype = at::kBFloat16;
   else throw std::invalid_argument("--dtype: expected float32 or bfloat16, got \"" + o.dtype + "\"");
-  if (same_place(o.output_dir, o.model_dir) || same_place(o.output_dir, o.adapter_dir))
-    throw std::invalid_argument("--output " + o.output_dir + " is the model or adapter directory; choose a new directory");
+  refuse_output_over_inputs("output", o.output_dir, {{"the model directory", o.model_dir}, {"the adapter", o.adapter_dir}});
 
   auto base = load_model(o.model_dir);  // float32: the merge adds small deltas to large weights
   auto peft = PeftModel::load(base, o.adapter_dir);

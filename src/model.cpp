@@ -116,7 +116,7 @@ at::ScalarType parse_dtype(const std::string& name) {
   if (name == "float32" || name == "fp32" || name == "f32") return at::kFloat;
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
   if (name == "float16" || name == "fp16" || name == "half") return at::kHalf;
-  throw std::runtime_error("unknown dtype \"" + name + "\" (use float32 or bfloat16)");
+  throw std::runtime_error("unknown dtype \"" + name + "\" (use float32, bfloat16, or float16 on CUDA)");
 }
 
 at::Device Model::device() const {
@@ -135,6 +135,10 @@ LoadOptions load_options(const std::string& dtype, const std::string& device) {
     lo.device = compat::device_from_name(device);
   } catch (const std::exception& e) {
     throw std::invalid_argument(std::string("--device: ") + e.what() + " (see README: building with CUDA)");
+  }
+  if (lo.dtype == at::kHalf && lo.device.is_cpu()) {
+    throw std::invalid_argument("--dtype " + dtype + ": float16 is not supported on the CPU (libtorch lacks CPU kernels "
+                                "this model needs in half precision); use bfloat16 or float32, or --device cuda");
   }
   return lo;
 }

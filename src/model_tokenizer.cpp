@@ -24,6 +24,15 @@ ModelTokenizer ModelTokenizer::load(const std::string& model_dir) {
   return mt;
 }
 
+void ModelTokenizer::check_fits(int64_t embedding_rows) const {
+  const int64_t n = tokenizer_->vocab_size();
+  if (n > embedding_rows) {
+    throw std::invalid_argument((fs::path(dir_) / "tokenizer.json").string() + " has " + std::to_string(n) +
+                                " tokens but the model's embedding has " + std::to_string(embedding_rows) +
+                                " rows (config.json vocab_size): use the tokenizer that belongs to this model");
+  }
+}
+
 ChatFormat ModelTokenizer::chat_format(const std::string& override_name) const {
   if (override_name.empty() && config_.chat_template.empty()) {
     std::string known;

@@ -2,6 +2,7 @@
 // trainable tensors in one flat buffer, adds the orthogonal penalty and drives the rank allocator.
 #include "peft/peft_model.h"
 
+#include <algorithm>
 #include <iostream>
 #include <map>
 #include <regex>
@@ -79,6 +80,18 @@ PeftModel::PeftModel(std::shared_ptr<Model> base, AdapterConfig config)
     check.validate();
   } else {
     config_.validate();
+  }
+  if (config_.peft_type == PeftType::AdaLora) {  // a rank above min(in, out) has nothing to keep
+    auto heads = base_->head_modules();
+    for (auto& [path, linear] : base_->linear_modules()) {
+      const int64_t smaller = std::min(linear->in_features(), linear->out_features());
+      if (is_target_module(config_, path, heads) && config_.init_r > smaller) {
+        throw std::invalid_argument("init_r " + std::to_string(config_.init_r) + " is larger than the smaller dimension of " +
+                                    path + " (" + std::to_string(linear->in_features()) + " in, " +
+                                    std::to_string(linear->out_features()) + " out): use --init_r " +
+                                    std::to_string(smaller) + " or less, or leave the module out of --target_modules");
+      }
+    }
   }
   attach([&](const std::string& path) -> int64_t {
     if (config_.peft_type == PeftType::AdaLora) return config_.init_r;
@@ -214,7 +227,8 @@ ModelOutput PeftModel::forward(const Batch& batch) {
   if (config_.orth_reg_weight > 0) out.loss = out.loss + config_.orth_reg_weight * orthogonal_penalty();
   if (training_ && at::GradMode::is_enabled()) {
     ++loss_calls_;
-    if (!warned_ && allocator_ && allocator_->calls() == 0 && loss_calls_ > config_.tinit + config_.deltaT) {
+    if (!warned_ && allocator_ && allocator_->calls() == 0 &&
+        loss_calls_ > (config_.tinit + config_.deltaT) * std::max<int64_t>(1, forwards_per_step)) {
       warned_ = true;
       std::string msg =
           "AdaLoRA: " + std::to_string(loss_calls_) +

@@ -1,5 +1,5 @@
-// AdaLoRA's rank allocator (spec sections 3-4) over the flat adapter buffer: importance EMAs in
-// three element-wise ops, triplet scores by index_add, one kthvalue for the threshold.
+// AdaLoRA's rank allocator (docs/adalora.md, sections 4-5) over the flat adapter buffer: importance
+// EMAs in three element-wise ops, triplet scores by index_add, one kthvalue for the threshold.
 #include "peft/rank_allocator.h"
 
 #include <stdexcept>

@@ -19,34 +19,6 @@ using nlohmann::json;
 
 namespace {
 
-// Python's json module writes NaN, Infinity and -Infinity; JSON has no such tokens. Outside strings
-// they become null so the line still parses.
-std::string null_non_finite(const std::string& line) {
-  std::string out;
-  bool in_str = false;
-  for (size_t i = 0; i < line.size(); ++i) {
-    char c = line[i];
-    if (in_str) {
-      out += c;
-      if (c == '\\' && i + 1 < line.size()) out += line[++i];
-      else if (c == '"') in_str = false;
-      continue;
-    }
-    if (c == '"') in_str = true;
-    bool replaced = false;
-    for (const char* tok : {"-Infinity", "Infinity", "NaN"}) {
-      size_t n = std::char_traits<char>::length(tok);
-      if (line.compare(i, n, tok) == 0) {
-        out += "null";
-        i += n - 1;
-        replaced = true;
-        break;
-      }
-    }
-    if (!replaced) out += c;
-  }
-  return out;
-}
 
 std::string html_escape(const std::string& s) {
   std::string o;
@@ -85,17 +57,6 @@ const json* last_number(const json& records, const std::string& key) {
   return nullptr;
 }
 
-// Field accessors that never throw on a record of the wrong shape.
-json field(const json& r, const std::string& key) { return r.is_object() && r.contains(key) ? r[key] : json(); }
-int64_t int_or(const json& r, const std::string& key, int64_t d) {
-  json v = field(r, key);
-  return v.is_number() ? v.get<int64_t>() : d;
-}
-std::string str_or(const json& r, const std::string& key, const std::string& d) {
-  json v = field(r, key);
-  return v.is_string() ? v.get<std::string>() : d;
-}
-
 json column(const json& records, const std::string& key) {
   json c = json::array();
   for (auto& r : records) c.push_back(r.contains(key) && !r[key].is_null() ? r[key] : json());
@@ -111,20 +72,19 @@ bool any_key(const json& records, const std::string& key) {
 // The ranks section of the page data: module grid and, per allocation, the allocated rank per module.
 json rank_data(const RunRecords& rec) {
   if (rec.ranks.empty()) return nullptr;
+  std::vector<AllocationRecord> records;
   std::vector<std::string> paths;
   std::map<std::string, size_t> index;
   int64_t init_r = 0, target_r = 0;
   for (auto& r : rec.ranks) {
-    init_r = std::max(init_r, int_or(r, "init_r", 0));
-    target_r = std::max(target_r, int_or(r, "target_r", 0));
-    if (!field(r, "modules").is_array()) continue;
-    for (auto& m : r["modules"]) {
-      std::string p = str_or(m, "path", "");
-      if (!p.empty() && !index.count(p)) {
+    records.push_back(parse_allocation(r));
+    init_r = std::max(init_r, records.back().init_r);
+    target_r = std::max(target_r, records.back().target_r);
+    for (auto& [p, kept] : records.back().allocated) {
+      if (p != "?" && !index.count(p)) {
         index[p] = paths.size();
         paths.push_back(p);
       }
-      init_r = std::max(init_r, int_or(m, "init_r", 0));
     }
   }
   std::vector<std::pair<std::string, int64_t>> zero;
@@ -138,24 +98,13 @@ json rank_data(const RunRecords& rec) {
     modules.push_back({{"path", p}, {"row", row}, {"col", col}});
   }
   json allocs = json::array();
-  for (auto& r : rec.ranks) {
+  for (auto& a : records) {
     json allocated(paths.size(), nullptr);
-    if (field(r, "modules").is_array())
-      for (auto& m : r["modules"]) {
-        auto it = index.find(str_or(m, "path", ""));
-        if (it == index.end()) continue;
-        json a = field(m, "allocated");
-        if (!a.is_number() && field(m, "pattern").is_array()) {  // older records: count the mask
-          int64_t kept = 0;
-          for (auto& b : m["pattern"]) kept += b.is_boolean() && b.get<bool>();
-          a = kept;
-        }
-        allocated[it->second] = a;
-      }
-    allocs.push_back({{"step", field(r, "step")},
-                      {"phase", str_or(r, "phase", "")},
-                      {"budget", field(r, "budget")},
-                      {"final_mask", field(r, "final_mask").is_boolean() && r["final_mask"].get<bool>()},
+    for (auto& [p, kept] : a.allocated) {
+      auto it = index.find(p);
+      if (it != index.end()) allocated[it->second] = kept;
+    }
+    allocs.push_back({{"step", a.step}, {"phase", a.phase}, {"budget", a.budget}, {"final_mask", a.final_mask},
                       {"allocated", allocated}});
   }
   json layers = json::array();
@@ -169,7 +118,7 @@ std::string summary_html(const RunRecords& rec, const json& ranks, bool adalora)
   items.push_back({"method", adalora ? "AdaLoRA" : "LoRA"});
   if (!rec.train.empty()) {
     auto* step = last_number(rec.train, "step");
-    items.push_back({"steps", step ? std::to_string(step->get<int64_t>() + 1) : std::to_string(rec.train.size())});
+    items.push_back({"steps", step ? std::to_string(step->get<int64_t>()) : std::to_string(rec.train.size())});
     if (auto* loss = last_number(rec.train, "loss")) items.push_back({"final loss", fmt(loss->get<double>())});
     else items.push_back({"final loss", "NaN"});
   } else {
@@ -469,7 +418,8 @@ function drawBudget(tr, R) {
 function drawLoss(tr, ev) {
   const l = section("Loss", "Training loss per optimizer step" + (ev.step.length ? " and evaluation loss." : "."), 340);
   const series = [{name: "train loss", xs: tr.step, ys: tr.loss, color: "#1f5fbf"}];
-  if ((tr.task_loss || []).some(fin)) series.push({name: "task loss", xs: tr.step, ys: tr.task_loss, color: "#7a8699", dash: [4, 3], width: 1.2});
+  if ((tr.orth_penalty || []).some(fin)) series.push({name: "loss + orthogonal penalty", xs: tr.step,
+    ys: tr.loss.map((l, i) => fin(l) && fin(tr.orth_penalty[i]) ? l + tr.orth_penalty[i] : null), color: "#7a8699", dash: [4, 3], width: 1.2});
   if (ev.step.length) series.push({name: "eval loss", xs: ev.step, ys: ev.eval_loss, color: "#e07b00", dots: true, r: 4.5});
   lineChart(l.ctx, series, {bands: phaseBands(tr), ylabel: "loss"});
   charts++;
@@ -494,51 +444,11 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
 
 }  // namespace
 
-json read_jsonl(const std::string& path, int* skipped) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error(path + ": cannot open (check the path and that the run wrote it)");
-  json out = json::array();
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      json j = json::parse(null_non_finite(line));
-      if (j.is_object()) {
-        out.push_back(std::move(j));
-        continue;
-      }
-    } catch (const json::exception&) {
-    }
-    if (skipped) ++*skipped;
-  }
-  return out;
-}
-
-RunRecords read_run_records(const std::string& run_dir) {
-  if (!fs::is_directory(run_dir))
-    throw std::runtime_error(run_dir + ": not a directory (expected a run directory written by peft train)");
-  RunRecords rec;
-  std::string metrics = (fs::path(run_dir) / "metrics.jsonl").string();
-  if (!fs::exists(metrics))
-    throw std::runtime_error(metrics + ": not found (expected the run directory given to peft train --output-dir)");
-  for (auto& r : read_jsonl(metrics, &rec.skipped_lines)) {
-    std::string type = str_or(r, "type", "train");
-    if (type == "eval") rec.eval.push_back(r);
-    else if (type == "train") rec.train.push_back(r);
-  }
-  std::string ranks = (fs::path(run_dir) / "ranks.jsonl").string();
-  if (fs::exists(ranks)) {
-    rec.has_ranks = true;
-    rec.ranks = read_jsonl(ranks, &rec.skipped_lines);
-  }
-  return rec;
-}
-
 std::string render_report_html(const RunRecords& rec, const std::string& title) {
   bool adalora = rec.has_ranks || !rec.ranks.empty() || any_key(rec.train, "budget") || any_key(rec.train, "phase");
   json ranks = rank_data(rec);
   json train = json::object();
-  for (auto* k : {"step", "loss", "task_loss", "lr", "budget", "live_rank", "phase"}) train[k] = column(rec.train, k);
+  for (auto* k : {"step", "loss", "orth_penalty", "lr", "budget", "live_rank", "phase"}) train[k] = column(rec.train, k);
   json eval = json::object();
   for (auto* k : {"step", "eval_loss", "eval_ppl", "eval_accuracy"}) eval[k] = column(rec.eval, k);
   json data = {{"adalora", adalora}, {"train", train}, {"eval", eval}, {"ranks", ranks},

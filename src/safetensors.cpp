@@ -181,9 +181,12 @@ std::map<std::string, at::Tensor> load_index(const std::string& index_path) {
   for (auto it = wm->begin(); it != wm->end(); ++it) {
     if (!it->is_string())
       fail(index_path, "tensor '" + it.key() + "': weight_map value is not a shard file name (" + it->dump() + ")");
-    by_shard[it->get<std::string>()].push_back(it.key());
+    const auto shard = it->get<std::string>();
+    if (shard.empty() || shard == "." || shard == ".." || shard.find('/') != std::string::npos || shard.find('\\') != std::string::npos)
+      fail(index_path, "tensor '" + it.key() + "': shard \"" + shard + "\" is not a file name inside the model directory");
+    by_shard[shard].push_back(it.key());
   }
-  auto shard_path = [&](const std::string& shard) { return !shard.empty() && shard[0] == '/' ? shard : dir + "/" + shard; };
+  auto shard_path = [&](const std::string& shard) { return dir + "/" + shard; };
   for (const auto& [shard, names] : by_shard) {
     if (!is_file(shard_path(shard)))
       fail(index_path, "shard '" + shard + "' (holding tensor '" + names.front() + "') is missing: " + shard_path(shard));

@@ -2,6 +2,8 @@
 // value and documents it for --help. Unknown flags and bad values name themselves and the closest name.
 #include "peft/train_options.h"
 
+#include <cmath>
+#include <sstream>
 #include <stdexcept>
 
 #include "peft/file_io.h"
@@ -13,11 +15,14 @@ namespace {
 // The table of `peft train`, bound to `o`. `recipe` is listed so that --help and typos know it; its
 // files are applied by parse_train_options before the flags.
 // A setter for an integer setting whose default is derived unless the user gives it.
-Flags::Setter given_int(int64_t* value, bool* given) {
-  return [value, given](const std::string& v) {
-    *value = Flags::to_int64(v);
-    *given = true;
-  };
+void given_int(Flags& f, const std::string& name, const std::string& arg, const std::string& help, int64_t* value,
+               bool* given) {
+  f.flag(name, arg, help,
+         [value, given](const std::string& v) {
+           *value = Flags::to_int64(v);
+           *given = true;
+         },
+         [value] { return nlohmann::json(*value); });
 }
 
 Flags train_flags(TrainOptions& o) {
@@ -40,23 +45,24 @@ Flags train_flags(TrainOptions& o) {
   f.flag("eval-data", "FILE", "evaluation data in the same form", &o.eval_data);
   f.flag("eval-fraction", "F", "hold out this fraction of --data for evaluation (when no --eval-data)", &o.eval_fraction);
   f.flag("output-dir", "DIR", "where adapter/, checkpoints/, metrics.jsonl, ranks.jsonl, report.html go (default out)", &o.output_dir);
+  f.toggle("overwrite-output-dir", "replace an earlier run found in --output-dir (without it, such a run is refused)",
+           &o.overwrite_output_dir);
   f.flag("chat-format", "NAME", "chat format for {\"messages\"} data when the model's template is not recognised", &o.chat_format);
   f.flag("resume", "CKPT", "continue from a checkpoint directory, or 'latest' in --output-dir", &o.resume);
   // adapter
   auto& a = o.adapter;
   f.flag("init_r", "N", "AdaLoRA: rank every module starts with (default 12)", &a.init_r);
   f.flag("target_r", "N", "AdaLoRA: average rank at the end (default 8)", &a.target_r);
-  f.flag("tinit", "N", "AdaLoRA: warm-up steps without pruning (default: 10% of total_step)",
-         given_int(&a.tinit, &o.tinit_set));
-  f.flag("tfinal", "N", "AdaLoRA: final steps with the mask frozen (default: 20% of total_step)",
-         given_int(&a.tfinal, &o.tfinal_set));
-  f.flag("deltaT", "N", "AdaLoRA: steps between two masks while budgeting (default: 1% of total_step, at least 1)",
-         given_int(&a.deltaT, &o.deltaT_set));
+  given_int(f, "tinit", "N", "AdaLoRA: warm-up steps without pruning (default: 10% of total_step)", &a.tinit, &o.tinit_set);
+  given_int(f, "tfinal", "N", "AdaLoRA: final steps with the mask frozen (default: 20% of total_step)", &a.tfinal,
+            &o.tfinal_set);
+  given_int(f, "deltaT", "N", "AdaLoRA: steps between two masks while budgeting (default: 1% of total_step, at least 1)",
+            &a.deltaT, &o.deltaT_set);
   f.flag("beta1", "F", "AdaLoRA: EMA factor of sensitivity (default 0.85)", &a.beta1);
   f.flag("beta2", "F", "AdaLoRA: EMA factor of uncertainty (default 0.85)", &a.beta2);
   f.flag("orth_reg_weight", "F", "AdaLoRA: weight of the orthogonal penalty (default 0.5)", &a.orth_reg_weight);
-  f.flag("total_step", "N", "AdaLoRA: optimizer steps of the schedule (default: derived from the plan; leave it)",
-         given_int(&a.total_step, &o.total_step_set));
+  given_int(f, "total_step", "N", "AdaLoRA: optimizer steps of the schedule (default: derived from the plan; leave it)",
+            &a.total_step, &o.total_step_set);
   f.flag("r", "N", "LoRA: rank (default 8)", &a.r);
   f.flag("lora_alpha", "F", "scaling numerator (default 8; AdaLoRA multiplier lora_alpha/init_r, LoRA lora_alpha/r)", &a.lora_alpha);
   f.flag("lora_dropout", "F", "dropout on the adapter input (default 0)", &a.lora_dropout);
@@ -64,12 +70,13 @@ Flags train_flags(TrainOptions& o) {
   f.flag("target_modules", "LIST", "comma-separated module names (q_proj,v_proj), 'all-linear', or a regex with --target_modules_regex",
          &a.target_modules);
   f.flag("target_modules_regex", "RE", "regex matched against whole module paths",
-         [&o](const std::string& v) { o.adapter.target_modules_regex = v; });
+         [&a](const std::string& v) { a.target_modules_regex = v; },
+         [&a] { return a.target_modules_regex ? nlohmann::json(*a.target_modules_regex) : nlohmann::json(); });
   f.flag("modules_to_save", "LIST", "comma-separated modules trained in full and saved with the adapter (classification: classifier)",
          &a.modules_to_save);
   // run
   f.flag("epochs", "N", "passes over the training data (default 1)", &o.epochs);
-  f.flag("max-steps", "N", "optimizer steps; overrides --epochs", &o.max_steps);
+  given_int(f, "max-steps", "N", "optimizer steps; overrides --epochs", &o.max_steps, &o.max_steps_set);
   f.flag("batch-size", "N", "examples per micro-batch (default 8)", &o.batch_size);
   f.flag("grad-accum", "N", "micro-batches per optimizer step (default 1)", &o.grad_accum);
   f.flag("max-length", "N", "truncate examples to this many tokens (default 512)", &o.max_length);
@@ -131,6 +138,38 @@ void apply_recipe(Flags& flags, const std::string& file) {
   }
 }
 
+// Refuses values that would fail later, naming the flag (or recipe key: the same name), the value
+// and the valid range.
+void check_values(const TrainOptions& o) {
+  auto fail = [](const std::string& flag, const std::string& value, const std::string& range) {
+    throw std::invalid_argument("--" + flag + " " + value + ": " + range);
+  };
+  auto num = [](double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  if (!(std::isfinite(o.lr) && o.lr > 0)) fail("lr", num(o.lr), "the learning rate must be a finite number > 0");
+  if (o.batch_size <= 0) fail("batch-size", std::to_string(o.batch_size), "must be >= 1");
+  if (o.grad_accum <= 0) fail("grad-accum", std::to_string(o.grad_accum), "must be >= 1");
+  if (o.max_steps_set && o.max_steps < 1)
+    fail("max-steps", std::to_string(o.max_steps), "must be >= 1 (leave it out to train for --epochs)");
+  if (!o.max_steps_set && o.epochs <= 0) fail("epochs", std::to_string(o.epochs), "must be >= 1 (or give --max-steps)");
+  if (o.max_length < 2) fail("max-length", std::to_string(o.max_length), "must be >= 2 (a token and the one it predicts)");
+  if (!(o.eval_fraction >= 0 && o.eval_fraction < 1)) fail("eval-fraction", num(o.eval_fraction), "must be in [0, 1)");
+  if (!(o.warmup_ratio >= 0 && o.warmup_ratio <= 1)) fail("warmup-ratio", num(o.warmup_ratio), "must be in [0, 1]");
+  if (o.warmup_steps < 0) fail("warmup-steps", std::to_string(o.warmup_steps), "must be >= 0");
+  if (!(o.weight_decay >= 0 && std::isfinite(o.weight_decay))) fail("weight-decay", num(o.weight_decay), "must be a finite number >= 0");
+  if (!(o.max_grad_norm >= 0 && std::isfinite(o.max_grad_norm)))
+    fail("max-grad-norm", num(o.max_grad_norm), "must be a finite number >= 0 (0: no clipping)");
+  if (!(o.adam_beta1 >= 0 && o.adam_beta1 < 1)) fail("adam-beta1", num(o.adam_beta1), "must be in [0, 1)");
+  if (!(o.adam_beta2 >= 0 && o.adam_beta2 < 1)) fail("adam-beta2", num(o.adam_beta2), "must be in [0, 1)");
+  if (!(o.adam_eps > 0 && std::isfinite(o.adam_eps))) fail("adam-eps", num(o.adam_eps), "must be a finite number > 0");
+  if (o.eval_steps < 0) fail("eval-steps", std::to_string(o.eval_steps), "must be >= 0 (0: at the start and the end)");
+  if (o.save_steps < 0) fail("save-steps", std::to_string(o.save_steps), "must be >= 0 (0: at the end)");
+  if (o.save_total_limit < 1) fail("save-total-limit", std::to_string(o.save_total_limit), "must be >= 1");
+}
+
 }  // namespace
 
 TrainOptions parse_train_options(const std::vector<std::string>& args) {
@@ -151,10 +190,7 @@ TrainOptions parse_train_options(const std::vector<std::string>& args) {
   else if (o.method != "full") throw std::invalid_argument("--method: expected adalora, lora or full, got \"" + o.method + "\"");
   if (o.lr_scheduler != "linear" && o.lr_scheduler != "cosine" && o.lr_scheduler != "constant")
     throw std::invalid_argument("--lr-scheduler: expected linear, cosine or constant, got \"" + o.lr_scheduler + "\"");
-  if (o.batch_size <= 0) throw std::invalid_argument("--batch-size must be > 0");
-  if (o.grad_accum <= 0) throw std::invalid_argument("--grad-accum must be > 0");
-  if (o.epochs <= 0 && o.max_steps <= 0) throw std::invalid_argument("--epochs or --max-steps must be > 0");
-  if (o.eval_fraction < 0 || o.eval_fraction >= 1) throw std::invalid_argument("--eval-fraction must be in [0, 1)");
+  check_values(o);
   if (o.logging_steps <= 0) o.logging_steps = 1;
   return o;
 }
@@ -165,29 +201,9 @@ std::string train_options_help() {
 }
 
 nlohmann::json TrainOptions::to_json() const {
-  nlohmann::json j;
-  j["model"] = model_dir;
-  j["from_scratch"] = from_scratch;
-  j["method"] = method;
-  j["data"] = data;
-  j["eval_data"] = eval_data;
-  j["eval_fraction"] = eval_fraction;
-  j["epochs"] = epochs;
-  j["max_steps"] = max_steps;
-  j["batch_size"] = batch_size;
-  j["grad_accum"] = grad_accum;
-  j["max_length"] = max_length;
-  j["pack"] = pack;
-  j["lr"] = lr;
-  j["lr_scheduler"] = lr_scheduler;
-  j["warmup_steps"] = warmup_steps;
-  j["warmup_ratio"] = warmup_ratio;
-  j["weight_decay"] = weight_decay;
-  j["max_grad_norm"] = max_grad_norm;
-  j["seed"] = seed;
-  j["dtype"] = dtype;
-  j["device"] = device;
-  j["adapter"] = adapter.to_json();
+  TrainOptions copy = *this;  // the flag table binds to the copy; values() reads every flag back
+  auto j = train_flags(copy).values();
+  j.erase("recipe");
   return j;
 }
 

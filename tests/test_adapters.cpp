@@ -270,7 +270,7 @@ TEST(Adapters, NoWarningWhenAllocatorIsCalled) {
 }
 
 TEST(RankAllocator, ScoresMatchAPerModuleComputation) {
-  // The flat index_add scoring must equal the per-module formula of the spec.
+  // The flat index_add scoring must equal the per-module formula of docs/adalora.md (section 4).
   auto pm = PeftModel::load(load_model(golden("llama_a") + "/base"), golden("llama_a") + "/adapter_init");
   Batch b;
   b.input_ids = first_batch("llama_a");

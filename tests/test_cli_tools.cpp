@@ -23,32 +23,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliResult {
-  int code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-std::string quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-CliResult run_cli(const std::vector<std::string>& args) {
-  std::string cmd = quote(PEFT_CLI);
-  for (auto& a : args) cmd += " " + quote(a);
-  cmd += " 2>&1";
-  CliResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  int status = pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
-}
-
 // The last line of the output that parses as a JSON object.
 nlohmann::json last_json_line(const std::string& out) {
   std::istringstream in(out);

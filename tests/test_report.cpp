@@ -50,22 +50,22 @@ void expect_self_contained(const std::string& html) {
   EXPECT_EQ(html.find("url("), std::string::npos);
 }
 
-// A small AdaLoRA run written by hand: 2 layers x 2 types, init_r 4, target_r 2, steps 0..5
-// (warm-up 0-1, budgeting 2-3 with masks at 2 and 3, final 4-5 with the final mask at 4).
+// A small AdaLoRA run written by hand: 2 layers x 2 types, init_r 4, target_r 2, steps 1..6
+// (warm-up 1-2, budgeting 3-4 with masks after 3 and 4, final 5-6 with the final mask after 5).
 void write_small_adalora_run(const std::string& dir) {
   write_file(dir + "/metrics.jsonl",
-             R"({"type": "train", "step": 0, "epoch": 0.1, "loss": 3.5, "task_loss": 3.4, "lr": 0.001, "phase": "warm-up", "budget": 16, "live_rank": 16}
-{"type": "train", "step": 1, "epoch": 0.2, "loss": 3.25, "task_loss": 3.2, "lr": 0.001, "phase": "warm-up", "budget": 16, "live_rank": 16}
-{"type": "train", "step": 2, "epoch": 0.3, "loss": 3.0, "task_loss": 2.9, "lr": 0.001, "phase": "budgeting", "budget": 12, "live_rank": 12}
-{"type": "train", "step": 3, "epoch": 0.4, "loss": 2.75, "task_loss": 2.7, "lr": 0.001, "phase": "budgeting", "budget": 9, "live_rank": 9}
-{"type": "eval", "step": 3, "eval_loss": 2.8, "eval_ppl": 16.44, "eval_tokens": 512}
-{"type": "train", "step": 4, "epoch": 0.5, "loss": 2.5, "task_loss": 2.45, "lr": 0.001, "phase": "final", "budget": 8, "live_rank": 8}
-{"type": "train", "step": 5, "epoch": 0.6, "loss": 2.375, "task_loss": 2.3, "lr": 0.001, "phase": "final", "budget": 8, "live_rank": 8}
-{"type": "eval", "step": 5, "eval_loss": 2.5, "eval_ppl": 12.18, "eval_tokens": 512}
+             R"({"type": "train", "step": 1, "epoch": 0.1, "loss": 3.5, "orth_penalty": 0.1, "lr": 0.001, "phase": "warm-up", "budget": 16, "live_rank": 16}
+{"type": "train", "step": 2, "epoch": 0.2, "loss": 3.25, "orth_penalty": 0.05, "lr": 0.001, "phase": "warm-up", "budget": 16, "live_rank": 16}
+{"type": "train", "step": 3, "epoch": 0.3, "loss": 3.0, "orth_penalty": 0.1, "lr": 0.001, "phase": "budgeting", "budget": 12, "live_rank": 12}
+{"type": "train", "step": 4, "epoch": 0.4, "loss": 2.75, "orth_penalty": 0.05, "lr": 0.001, "phase": "budgeting", "budget": 9, "live_rank": 9}
+{"type": "eval", "step": 4, "eval_loss": 2.8, "eval_ppl": 16.44, "eval_tokens": 512}
+{"type": "train", "step": 5, "epoch": 0.5, "loss": 2.5, "orth_penalty": 0.05, "lr": 0.001, "phase": "final", "budget": 8, "live_rank": 8}
+{"type": "train", "step": 6, "epoch": 0.6, "loss": 2.375, "orth_penalty": 0.075, "lr": 0.001, "phase": "final", "budget": 8, "live_rank": 8}
+{"type": "eval", "step": 6, "eval_loss": 2.5, "eval_ppl": 12.18, "eval_tokens": 512}
 )");
   auto mod = [](int layer, const char* type, int allocated, int live) {
     return std::string(R"({"path": "model.layers.)") + std::to_string(layer) + "." + type + R"(", "layer": )" +
-           std::to_string(layer) + R"(, "type": ")" + type + R"(", "init_r": 4, "allocated": )" +
+           std::to_string(layer) + R"(, "type": ")" + type + R"(", "allocated": )" +
            std::to_string(allocated) + R"(, "live": )" + std::to_string(live) + "}";
   };
   auto rec = [&](int step, const char* phase, int budget, bool final_mask, int a, int b, int c, int d) {
@@ -75,9 +75,9 @@ void write_small_adalora_run(const std::string& dir) {
            mod(0, "mlp.down_proj", b, b) + ", " + mod(1, "self_attn.q_proj", c, c) + ", " +
            mod(1, "mlp.down_proj", d, d) + "]}\n";
   };
-  write_file(dir + "/ranks.jsonl", rec(2, "budgeting", 12, false, 4, 3, 3, 2) +
-                                       rec(3, "budgeting", 9, false, 3, 2, 3, 1) +
-                                       rec(4, "final", 8, true, 3, 1, 3, 1));
+  write_file(dir + "/ranks.jsonl", rec(3, "budgeting", 12, false, 4, 3, 3, 2) +
+                                       rec(4, "budgeting", 9, false, 3, 2, 3, 1) +
+                                       rec(5, "final", 8, true, 3, 1, 3, 1));
 }
 
 // A larger synthetic AdaLoRA run (deterministic) for the browser test and the screenshot:
@@ -132,7 +132,7 @@ void write_synthetic_adalora_run(const std::string& dir, int layers, int steps, 
     int live = phase == "final" ? kept : (mask ? kept : total);
     double loss = 1.6 + 2.2 * std::exp(-s / 60.0) + 0.08 * std::sin(s * 1.3);
     metrics << json{{"type", "train"}, {"step", s}, {"epoch", s / 100.0}, {"loss", loss},
-                    {"task_loss", loss - 0.02}, {"lr", 5e-4}, {"phase", phase}, {"budget", budget},
+                    {"orth_penalty", 0.02}, {"lr", 5e-4}, {"phase", phase}, {"budget", budget},
                     {"live_rank", live}, {"tokens", 4096}, {"elapsed_s", s * 0.3}}
                    .dump()
             << "\n";
@@ -195,11 +195,12 @@ TEST(Report, WritesSelfContainedPageWithTheData) {
 
   json d = embedded_data(html);
   EXPECT_TRUE(d["adalora"].get<bool>());
-  EXPECT_EQ(d["train"]["step"], json({0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(d["train"]["step"], json({1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(d["train"]["loss"][3].get<double>(), 2.75);
+  EXPECT_EQ(d["train"]["orth_penalty"][3].get<double>(), 0.05);
   EXPECT_EQ(d["train"]["budget"], json({16, 16, 12, 9, 8, 8}));
   EXPECT_EQ(d["train"]["phase"][2], "budgeting");
-  EXPECT_EQ(d["eval"]["step"], json({3, 5}));
+  EXPECT_EQ(d["eval"]["step"], json({4, 6}));
   EXPECT_EQ(d["eval"]["eval_loss"][1].get<double>(), 2.5);
   auto& r = d["ranks"];
   EXPECT_EQ(r["init_r"], 4);
@@ -220,6 +221,25 @@ TEST(Report, WritesSelfContainedPageWithTheData) {
   EXPECT_NE(html.find(">12.18<"), std::string::npos);   // final eval perplexity
   EXPECT_NE(html.find(">8 of 16 (50%)<"), std::string::npos);
   EXPECT_NE(html.find("momentum"), std::string::npos);  // why live rank jumps back between masks
+}
+
+// Records written before "loss" meant the task loss (loss with the penalty, task_loss without it)
+// read back in today's meaning.
+TEST(Report, ReadsOlderRecordsInTodaysMeaning) {
+  TempDir dir;
+  write_file(dir.str("metrics.jsonl"),
+             R"({"type": "train", "step": 0, "loss": 3.5, "task_loss": 3.25, "phase": "warm-up", "budget": 8, "live_rank": 8})" "\n");
+  write_file(dir.str("ranks.jsonl"),
+             R"({"step": 0, "phase": "final", "budget": 2, "final_mask": true, "modules": [{"path": "model.layers.0.mlp.up_proj", "init_r": 4, "pattern": [true, false, true, false]}]})" "\n");
+  auto rec = peft::read_run_records(dir.str());
+  ASSERT_EQ(rec.train.size(), 1u);
+  EXPECT_EQ(rec.train[0]["loss"].get<double>(), 3.25);
+  EXPECT_EQ(rec.train[0]["orth_penalty"].get<double>(), 0.25);
+  EXPECT_FALSE(rec.train[0].contains("task_loss"));
+  auto a = peft::parse_allocation(rec.ranks[0]);
+  EXPECT_EQ(a.init_r, 4);  // from the module, as older records kept it
+  ASSERT_EQ(a.allocated.size(), 1u);
+  EXPECT_EQ(a.allocated[0].second, 2);  // counted from the pattern
 }
 
 TEST(Report, ToleratesLoraRunTruncatedLineAndNaN) {
@@ -499,11 +519,11 @@ TEST(RankTable, CommandLinePrintsTables) {
 
   TempDir dir;
   write_small_adalora_run(dir.str());
-  out = run(cli + " ranks --jsonl " + dir.str("ranks.jsonl") + " --step 3");
-  EXPECT_NE(out.find("step 3"), std::string::npos) << out;
+  out = run(cli + " ranks --jsonl " + dir.str("ranks.jsonl") + " --step 4");
+  EXPECT_NE(out.find("step 4"), std::string::npos) << out;
   EXPECT_NE(out.find("kept 9 of 16"), std::string::npos) << out;
   out = run(cli + " ranks --jsonl " + dir.str("ranks.jsonl") + " --step 7");
-  EXPECT_NE(out.find("steps recorded: 2 3 4"), std::string::npos) << out;
+  EXPECT_NE(out.find("steps recorded: 3 4 5"), std::string::npos) << out;
   out = run(cli + " report " + dir.str());
   EXPECT_NE(out.find(dir.str("report.html")), std::string::npos) << out;
   EXPECT_TRUE(fs::exists(dir.str("report.html")));

@@ -1,14 +1,19 @@
-// Helpers shared by the tests: fixture paths, reading a golden case's data.json, temp directories.
+// Helpers shared by the tests: fixture paths, golden data.json batches, temp directories, running `peft`.
 // Expected values always come from the fixtures (the reference libraries), never from our own output.
 #pragma once
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 namespace peft::test {
 
@@ -53,5 +58,32 @@ struct TempDir {
   }
   std::string str(const std::string& rel = "") const { return rel.empty() ? path.string() : (path / rel).string(); }
 };
+
+// Runs the `peft` program with `args` (each quoted for the shell), stdout and stderr together.
+struct CliResult {
+  int code = -1;
+  std::string out;
+};
+
+inline std::string shell_quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+inline CliResult run_cli(const std::vector<std::string>& args, const std::string& env = "") {
+  std::string cmd = env + (env.empty() ? "" : " ") + shell_quote(PEFT_CLI);
+  for (auto& a : args) cmd += " " + shell_quote(a);
+  cmd += " 2>&1";
+  CliResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
 
 }  // namespace peft::test

@@ -62,7 +62,8 @@ int run_eval(const std::vector<std::string>& argv) {
   args.require("model", model_dir);
   args.require("data", data);
   if (batch_size <= 0) throw std::invalid_argument("--batch-size must be > 0, got " + std::to_string(batch_size));
-  if (max_length <= 0) throw std::invalid_argument("--max-length must be > 0, got " + std::to_string(max_length));
+  if (max_length < 2)
+    throw std::invalid_argument("--max-length must be at least 2 (a token and the one it predicts), got " + std::to_string(max_length));
 
   auto text = peft::ModelTokenizer::load(model_dir);
   peft::DatasetOptions dopt;
@@ -71,6 +72,7 @@ int run_eval(const std::vector<std::string>& argv) {
   auto dataset = peft::Dataset::from_jsonl(data, text.encoder(), dopt);
 
   auto model = peft::load_model(model_dir, peft::load_options(dtype, device));
+  text.check_fits(model->config().vocab_size);
   peft::check_task(dataset, model->config(), data, model_dir);
   peft::EvalResult r;
   if (!adapter_dir.empty()) {

@@ -24,7 +24,7 @@ int run_export(const std::vector<std::string>& argv) {
       "LoRA tools that read rank_pattern and alpha_pattern.",
       "  peft export --lora out/demo/adapter --output out/demo/adapter-lora");
   args.flag("lora", "ADAPTER_DIR", "the AdaLoRA adapter directory to convert", &src);
-  args.flag("output", "DIR", "directory for the LoRA adapter (created; its files are replaced)", &dst);
+  args.flag("output", "DIR", "directory for the LoRA adapter (created; its adapter files are replaced; never the input)", &dst);
   if (!args.parse(argv)) return 0;
   args.require("lora", src);
   args.require("output", dst);

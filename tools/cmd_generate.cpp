@@ -62,6 +62,7 @@ int run_generate(const std::vector<std::string>& argv) {
   g.stop_ids = text.eos_ids();
 
   auto model = peft::load_model(model_dir, peft::load_options(dtype, device));
+  text.check_fits(model->config().vocab_size);
   if (!model->config().is_causal_lm)
     throw std::invalid_argument(model_dir + " is " + model->config().architecture + ", not a causal LM; generate needs one");
   std::unique_ptr<peft::PeftModel> adapted;

@@ -6,7 +6,7 @@
 #include "command.h"
 #include "peft/flags.h"
 #include "peft/rank_table.h"
-#include "peft/report.h"
+#include "peft/run_log.h"
 
 namespace {
 
@@ -26,22 +26,11 @@ peft::RankTable table_from_jsonl(const std::string& path, int64_t step, std::str
     if (records.empty()) throw std::runtime_error(path + ": no allocation records (the run has not masked yet)");
     throw std::runtime_error(path + ": no record for step " + std::to_string(step) + " (steps recorded: " + steps + ")");
   }
-  int64_t init_r = rec->value("init_r", int64_t(0));
-  std::vector<std::pair<std::string, int64_t>> ranks;
-  for (auto& m : rec->value("modules", nlohmann::json::array())) {
-    int64_t r = 0;
-    if (m.contains("allocated") && m["allocated"].is_number()) {
-      r = m["allocated"].get<int64_t>();
-    } else if (m.contains("pattern") && m["pattern"].is_array()) {
-      for (auto& b : m["pattern"]) r += b.is_boolean() && b.get<bool>();
-    }
-    if (m.contains("init_r") && m["init_r"].is_number()) init_r = std::max(init_r, m["init_r"].get<int64_t>());
-    ranks.push_back({m.value("path", std::string("?")), r});
-  }
-  title = "allocation at step " + std::to_string(rec->value("step", int64_t(-1))) + " (" +
-          rec->value("phase", std::string("?")) + (rec->value("final_mask", false) ? ", final mask" : "") +
-          "), scheduled budget " + (rec->contains("budget") ? (*rec)["budget"].dump() : std::string("?"));
-  return peft::build_rank_table(ranks, init_r, rec->value("target_r", int64_t(0)));
+  auto a = peft::parse_allocation(*rec);
+  title = "allocation at step " + (a.step.is_null() ? std::string("?") : a.step.dump()) + " (" +
+          (a.phase.empty() ? std::string("?") : a.phase) + (a.final_mask ? ", final mask" : "") + "), scheduled budget " +
+          (a.budget.is_null() ? std::string("?") : a.budget.dump());
+  return peft::build_rank_table(a.allocated, a.init_r, a.target_r);
 }
 
 int run_ranks(const std::vector<std::string>& args) {

@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "command.h"
+#include "peft/file_io.h"
 #include "peft/flags.h"
 #include "peft/report.h"
 
@@ -29,6 +30,10 @@ int run_report(const std::vector<std::string>& args) {
     return 2;
   }
   try {
+    if (!opts.output_path.empty()) {
+      peft::refuse_output_over_inputs("output", opts.output_path,
+                                      {{"the run's metrics", dir + "/metrics.jsonl"}, {"the run's ranks", dir + "/ranks.jsonl"}});
+    }
     std::cout << peft::write_report(dir, opts) << "\n";
   } catch (const std::exception& e) {
     std::cerr << "peft report: " << e.what() << "\n";

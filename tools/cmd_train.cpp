@@ -1,5 +1,5 @@
 // `peft train`: fine-tunes a Hugging Face model with AdaLoRA, LoRA or in full from flags and/or a
-// JSON recipe. Ctrl-C writes a checkpoint and stops; --resume latest continues exactly.
+// JSON recipe. Ctrl-C (SIGINT) or SIGTERM writes a checkpoint and stops; --resume latest continues.
 #include <csignal>
 #include <iostream>
 
@@ -10,8 +10,13 @@
 
 namespace {
 
-extern "C" void on_sigint(int) {
-  if (peft::Trainer::interrupt_requested.load()) std::_Exit(130);  // a second Ctrl-C stops at once
+volatile std::sig_atomic_t stop_signal = 0;
+
+// SIGINT (Ctrl-C) and SIGTERM (what `timeout` and job schedulers send): checkpoint after the
+// current step and stop; a second signal stops at once.
+extern "C" void on_stop_signal(int sig) {
+  if (peft::Trainer::interrupt_requested.load()) std::_Exit(128 + sig);
+  stop_signal = sig;
   peft::Trainer::interrupt_requested.store(true);
 }
 
@@ -26,11 +31,13 @@ int run_train(const std::vector<std::string>& args) {
     if (!note.empty()) std::cout << note << "\n";
   }
   peft::Trainer trainer(options);
-  std::signal(SIGINT, on_sigint);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
   auto result = trainer.train();
   std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
   if (result.stopped_on_nan) return 3;
-  if (result.interrupted) return 130;
+  if (result.interrupted) return 128 + (stop_signal ? stop_signal : SIGINT);  // 130 for SIGINT, 143 for SIGTERM
   return 0;
 }
 

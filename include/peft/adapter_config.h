@@ -59,15 +59,4 @@ struct AdapterConfig {
   std::string method() const { return peft_type == PeftType::Lora ? "lora" : "adalora"; }
 };
 
-// The AdaLoRA budget schedule (spec section 3): total budget at optimizer step `step` and whether
-// a mask is computed there.
-struct BudgetStep {
-  int64_t budget;
-  bool mask;
-};
-enum class Phase { Warmup, Budgeting, Final };
-BudgetStep budget_schedule(const AdapterConfig& c, int64_t n_modules, int64_t step);
-Phase schedule_phase(const AdapterConfig& c, int64_t step);
-const char* phase_name(Phase p);
-
 }  // namespace peft

@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace peft {
 
@@ -14,6 +16,12 @@ nlohmann::json read_json_file(const std::string& path, const std::string& what);
 
 // Writes `text` to `path` through `path.tmp`: the old file stays whole until the new one is on disk.
 void write_text_atomic(const std::string& path, const std::string& text);
+
+// Throws std::invalid_argument when `output` (given by --`flag`) is the same file or directory as one
+// of `inputs` (what the command reads, each named: {"the adapter", DIR}): no command writes over its
+// own input. Paths that do not exist yet are never the same.
+void refuse_output_over_inputs(const std::string& flag, const std::string& output,
+                               const std::vector<std::pair<std::string, std::string>>& inputs);
 
 // Flushes a file or directory to disk (directories: so that a rename inside them is durable).
 void fsync_path(const std::string& path);

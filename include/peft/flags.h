@@ -1,6 +1,8 @@
 // The one flag parser of every `peft` subcommand (and of train's JSON recipes): a table of --flags
 // bound to variables that parses, checks values, names a mistyped flag's closest match, and writes --help.
 #pragma once
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -15,6 +17,7 @@ namespace peft {
 class Flags {
  public:
   using Setter = std::function<void(const std::string& value)>;
+  using Getter = std::function<nlohmann::json()>;
 
   // command: the subcommand ("eval"); usage: the synopsis line(s) after "usage: "; about: what the
   // command does; example: one or more indented command lines.
@@ -29,7 +32,8 @@ class Flags {
   void flag(const std::string& name, const std::string& arg, const std::string& help, std::vector<std::string>* out);
   // Anything else: `set` receives the value and throws std::invalid_argument (without the flag's
   // name, which is prepended) when it is bad; the to_* helpers below convert with those messages.
-  void flag(const std::string& name, const std::string& arg, const std::string& help, Setter set);
+  // `get`, when given, reads the value back for values().
+  void flag(const std::string& name, const std::string& arg, const std::string& help, Setter set, Getter get = {});
   // A switch: `--name` alone sets true; `--name=V` (or a recipe value) takes true/false, yes/no, 1/0.
   void toggle(const std::string& name, const std::string& help, bool* out);
   // The positional argument (at most one): its name in messages ("DIR") and where it goes.
@@ -49,6 +53,9 @@ class Flags {
   // Throws naming the flag (or the positional argument) when `value` is empty.
   void require(const std::string& name, const std::string& value) const;
   std::string help() const;
+  // The current value of every flag that can be read back (all but setters given without a getter),
+  // by name: the one list of a command's settings (e.g. what a checkpoint records of its run).
+  nlohmann::json values() const;
 
   // Whether --help or -h is among `args` (for callers that print help before parsing).
   static bool asks_for_help(const std::vector<std::string>& args);
@@ -66,6 +73,7 @@ class Flags {
   struct Flag {
     std::string name, arg, help;
     Setter set;
+    Getter get;
   };
   const Flag* find(const std::string& name) const;
   [[noreturn]] void unknown(const std::string& name) const;

@@ -33,6 +33,10 @@ class ModelTokenizer {
   // template is missing or not recognised (chat data then says what is missing).
   std::optional<ChatFormat> optional_chat_format(const std::string& override_name = "") const;
 
+  // Throws std::invalid_argument, naming both sizes, when the tokenizer has more ids than the
+  // model's embedding has rows (`embedding_rows`: config.json's vocab_size): the tokenizer of another model.
+  void check_fits(int64_t embedding_rows) const;
+
   // Token ids that end generation: config.json's and generation_config.json's eos_token_id (a number
   // or a list) and the tokenizer's eos_token.
   std::set<int64_t> eos_ids() const;

@@ -45,7 +45,7 @@ class PeftModel {
   ModelOutput forward(const Batch& batch);
   // AdaLoRA: once per optimizer step, after optimizer.step(), before zero_grad().
   AllocationEvent update_and_allocate(int64_t step);
-  // AdaLoRA's orthogonal regularisation (spec section 5), differentiable.
+  // AdaLoRA's orthogonal regularisation (docs/adalora.md, section 6), differentiable.
   at::Tensor orthogonal_penalty();
 
   void train(bool on = true);
@@ -62,12 +62,17 @@ class PeftModel {
   const std::vector<AdaptedModule>& modules() const { return modules_; }
   ParamBuffer& params() { return params_; }
   RankAllocator* allocator() { return allocator_.get(); }
+  const RankAllocator* allocator() const { return allocator_.get(); }
   int64_t trainable_parameters() const { return params_.numel(); }
   int64_t total_parameters() const;
 
   // Called once with a message when a model in training mode has run more than tinit + deltaT
-  // loss computations while update_and_allocate was never called. Default: print to stderr.
+  // optimizer steps' worth of loss computations while update_and_allocate was never called.
+  // Default: print to stderr.
   std::function<void(const std::string&)> on_warning;
+  // Loss computations per optimizer step (gradient accumulation). The warning above allows
+  // tinit + deltaT optimizer steps, that is this many times as many loss computations.
+  int64_t forwards_per_step = 1;
 
  private:
   PeftModel(std::shared_ptr<Model> base, AdapterConfig config, const std::map<std::string, at::Tensor>& tensors);

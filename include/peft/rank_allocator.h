@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "peft/adapter_config.h"
+#include "peft/schedule.h"
 
 namespace peft {
 

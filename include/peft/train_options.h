@@ -23,11 +23,12 @@ struct TrainOptions {
   std::string output_dir = "out";
   std::string chat_format;        // override the chat template detection
   std::string resume;             // a checkpoint dir, or "latest" (of output_dir)
+  bool overwrite_output_dir = false;  // replace an earlier run found in output_dir
 
   // Adapter settings (PEFT names); see AdapterConfig
   AdapterConfig adapter;
   // which of tinit / tfinal / deltaT the user set (the others get schedule defaults)
-  bool tinit_set = false, tfinal_set = false, deltaT_set = false, total_step_set = false;
+  bool tinit_set = false, tfinal_set = false, deltaT_set = false, total_step_set = false, max_steps_set = false;
 
   // Schedule of the run
   int64_t epochs = 1;
@@ -55,6 +56,7 @@ struct TrainOptions {
   bool quiet = false;             // no progress lines (files are still written)
   bool report = true;             // write report.html at the end
 
+  // Every setting by its flag name, read back through the flag table (the one list of them).
   nlohmann::json to_json() const;
 };
 

@@ -3,6 +3,7 @@
 // once per optimizer step with total_step derived from the plan.
 #pragma once
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -12,9 +13,13 @@
 #include "peft/dataset.h"
 #include "peft/evaluate.h"
 #include "peft/model.h"
+#include "peft/model_tokenizer.h"
 #include "peft/param_buffer.h"
 #include "peft/peft_model.h"
-#include "peft/tokenizer.h"
+#include "peft/progress.h"
+#include "peft/run_dir.h"
+#include "peft/run_log.h"
+#include "peft/schedule.h"
 #include "peft/train_options.h"
 
 namespace peft {
@@ -22,20 +27,19 @@ namespace peft {
 struct TrainResult {
   int64_t steps_done = 0;  // optimizer steps completed in total (resumed ones included)
   int64_t total_steps = 0;
-  double last_loss = 0;
+  double last_loss = 0;    // the task loss of the last logged step
   std::optional<EvalResult> eval_before, eval_after;
-  bool interrupted = false;  // stopped by Ctrl-C (a checkpoint was written)
+  bool interrupted = false;  // stopped by SIGINT or SIGTERM (a checkpoint was written)
   bool stopped_on_nan = false;
+  bool already_finished = false;  // --resume of a run that had made all its steps: nothing done
   std::string output_dir;
 };
 
-// Learning rate at optimizer step `step` (0-based) as transformers' schedulers compute it.
-double lr_at(const std::string& scheduler, double peak, int64_t step, int64_t warmup, int64_t total);
-
 class Trainer {
  public:
-  // Loads the model, tokenizer and data, attaches the adapter, derives total_step and validates
-  // the schedule (throws std::invalid_argument with the arithmetic when it cannot work).
+  // Takes the output directory (RunDir: lock, earlier run, writability), loads the model,
+  // tokenizer and data, attaches the adapter, derives total_step and validates the schedule
+  // (throws std::invalid_argument with the arithmetic when it cannot work), restores --resume.
   explicit Trainer(TrainOptions options);
   ~Trainer();
 
@@ -51,25 +55,40 @@ class Trainer {
   // Called after every optimizer step with its 0-based index (tests use it to interrupt).
   std::function<void(int64_t)> after_step;
 
-  // Set by the SIGINT handler: the loop checkpoints and stops after the current step.
+  // Set by the SIGINT / SIGTERM handler: the loop checkpoints and stops after the current step.
   static std::atomic<bool> interrupt_requested;
 
  private:
+  struct StepLoss {
+    at::Tensor total, task;  // summed over the micro-batches, each divided by grad_accum
+    int64_t tokens = 0;
+  };
   void plan();
   void load_data();
-  Batch to_batch(const TokenBatch& tb) const;
+  StepLoss forward_backward();
+  at::Tensor clip_gradients();
+  StepRecord step_record(int64_t done, const StepLoss& loss, const at::Tensor& grad_norm, const AllocationEvent& ev,
+                         double lr);
+  void watch_divergence(const StepRecord& r);
+  EvalResult evaluate_and_log(int64_t step, const std::string& when);
+  bool checkpoint_if_finite(int64_t steps_done);
   void write_checkpoint(int64_t steps_done);
+  std::string stop_on_non_finite(const StepRecord& r) const;
   void restore(const std::string& path);
   void save_outputs();
-  void log_allocation(const AllocationEvent& ev, bool show_table);
   void say(const std::string& s);
+  ParamBuffer& trainable() { return peft_ ? peft_->params() : *full_params_; }
+  bool adalora() const { return peft_ && peft_->allocator(); }
 
   TrainOptions opt_;
+  std::unique_ptr<RunDir> run_dir_;
+  std::unique_ptr<RunLog> log_;
+  std::unique_ptr<Progress> progress_;
   std::shared_ptr<Model> model_;
   std::unique_ptr<PeftModel> peft_;
   std::unique_ptr<ParamBuffer> full_params_;  // --method full
   std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<ModelTokenizer> text_;
   std::unique_ptr<Dataset> train_data_, eval_data_;
   std::unique_ptr<DataLoader> loader_;
   at::Device device_{at::kCPU};
@@ -77,8 +96,12 @@ class Trainer {
   int64_t warmup_ = 0;
   int64_t start_step_ = 0;
   int64_t micro_ = 0;
-  bool explained_live_rank_ = false;
-  Phase last_phase_ = Phase::Warmup;
+  int64_t tokens_since_log_ = 0;
+  std::chrono::steady_clock::time_point last_log_;
+  // divergence watch: recent task losses and orthogonal penalties, the step it was first seen
+  std::vector<double> recent_loss_, recent_orth_;
+  int64_t diverging_since_ = -1;
+  std::string last_finite_checkpoint_, checkpoint_before_divergence_;
 };
 
 }  // namespace peft

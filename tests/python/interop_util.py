@@ -92,8 +92,9 @@ def base_dir(name):
 
 
 def train(model, data, out, *flags):
-    """`peft train` on `data` into `out`; returns the adapter directory."""
-    run_cli("train", "--model", model, "--data", data, "--output-dir", out, "--quiet", "--report=false", *flags)
+    """`peft train` on `data` into `out` (replacing what an earlier test run left); returns the adapter directory."""
+    run_cli("train", "--model", model, "--data", data, "--output-dir", out, "--overwrite-output-dir", "--quiet",
+            "--report=false", *flags)
     return Path(out) / "adapter"
 
 
