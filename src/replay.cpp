@@ -131,6 +131,7 @@ ReplayReport replay_golden(const std::string& case_dir, const std::function<void
   rep.steps = steps;
   rep.has_trace = trace.contains("trace");
   model->train(true);
+  model->forwards_per_step = grad_accum;
   model->params().zero_grad();
   int64_t micro = 0;
   for (int64_t step = 0; step < steps; ++step) {
@@ -255,6 +256,10 @@ ReplayReport replay_golden(const std::string& case_dir, const std::function<void
       }
     };
     if (ref.contains("final")) {
+      // The reference's "final" is adapter_final as saved, i.e. sliced to the rank_pattern. When
+      // the run ends outside the frozen phase (tfinal 0), E entries pruned by the last mask have
+      // been moved off zero again by the optimizer; zero them so the trained model is the one saved.
+      if (ada && !config.rank_pattern.empty()) model->allocator()->mask_using_rank_pattern(config.rank_pattern);
       model->train(false);
       check("final(trained)", model->forward(b).logits, ref.tensor("final"));
       if (fs::exists(dir / "adapter_final")) {
