@@ -81,18 +81,6 @@ PeftModel::PeftModel(std::shared_ptr<Model> base, AdapterConfig config)
   } else {
     config_.validate();
   }
-  if (config_.peft_type == PeftType::AdaLora) {  // a rank above min(in, out) has nothing to keep
-    auto heads = base_->head_modules();
-    for (auto& [path, linear] : base_->linear_modules()) {
-      const int64_t smaller = std::min(linear->in_features(), linear->out_features());
-      if (is_target_module(config_, path, heads) && config_.init_r > smaller) {
-        throw std::invalid_argument("init_r " + std::to_string(config_.init_r) + " is larger than the smaller dimension of " +
-                                    path + " (" + std::to_string(linear->in_features()) + " in, " +
-                                    std::to_string(linear->out_features()) + " out): use --init_r " +
-                                    std::to_string(smaller) + " or less, or leave the module out of --target_modules");
-      }
-    }
-  }
   attach([&](const std::string& path) -> int64_t {
     if (config_.peft_type == PeftType::AdaLora) return config_.init_r;
     if (auto* r = pattern_lookup(config_.lora_rank_pattern, path)) return *r;

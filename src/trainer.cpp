@@ -61,6 +61,17 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
     ac.base_model_name_or_path = opt_.model_dir;
     peft_ = std::make_unique<PeftModel>(model_, ac);
     peft_->forwards_per_step = opt_.grad_accum;
+    if (adalora()) {  // PEFT allows it, but a rank above min(in, out) has nothing to keep: refuse in training
+      for (auto& m : peft_->modules()) {
+        const int64_t in = m.linear->in_features(), out = m.linear->out_features(), smaller = std::min(in, out);
+        if (ac.init_r > smaller) {
+          throw std::invalid_argument("init_r " + std::to_string(ac.init_r) + " is larger than the smaller dimension of " +
+                                      m.path + " (" + std::to_string(in) + " in, " + std::to_string(out) +
+                                      " out): use --init_r " + std::to_string(smaller) +
+                                      " or less, or leave the module out of --target_modules");
+        }
+      }
+    }
   }
   AdamW::Options ao;
   ao.lr = opt_.lr;
