@@ -39,6 +39,7 @@ void bench_platform() {
               config_value(config, "USE_MKLDNN").c_str(), at::get_cpu_capability().c_str());
   std::istringstream lines(config);
   for (std::string line; std::getline(lines, line);) {
+    if (line.find("Build settings") != std::string::npos) continue;  // summarised in the first line
     if (line.find("MKL") != std::string::npos || line.find("OpenMP") != std::string::npos ||
         line.find("oneDNN") != std::string::npos || line.find("MKL-DNN") != std::string::npos) {
       auto first = line.find_first_not_of(" -");
