@@ -116,8 +116,11 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
     c.num_hidden_layers = r.positive("num_hidden_layers");
     c.num_attention_heads = r.positive("num_attention_heads");
     c.num_key_value_heads = r.integer("num_key_value_heads", c.num_attention_heads);
-    c.head_dim = r.integer("head_dim", c.hidden_size / c.num_attention_heads);
-    c.max_position_embeddings = r.integer("max_position_embeddings", 2048);
+    c.head_dim = r.has("head_dim") ? r.positive("head_dim") : c.hidden_size / c.num_attention_heads;
+    if (c.head_dim <= 0)
+      r.fail("num_attention_heads", "more heads (" + std::to_string(c.num_attention_heads) + ") than hidden_size (" +
+                                        std::to_string(c.hidden_size) + ") leaves no head_dim");
+    c.max_position_embeddings = r.has("max_position_embeddings") ? r.positive("max_position_embeddings") : 2048;
     c.norm_eps = r.number("rms_norm_eps", 1e-6);
     c.hidden_act = r.string("hidden_act", "silu");
     c.tie_word_embeddings = r.boolean("tie_word_embeddings", false);
@@ -154,7 +157,10 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
     c.num_attention_heads = r.positive("n_head");
     c.num_key_value_heads = c.num_attention_heads;
     c.head_dim = c.hidden_size / c.num_attention_heads;
-    c.intermediate_size = r.integer("n_inner", 4 * c.hidden_size);
+    if (r.has("n_inner"))
+      c.intermediate_size = r.positive("n_inner");
+    else if (__builtin_mul_overflow(c.hidden_size, int64_t{4}, &c.intermediate_size))
+      r.fail("n_embd", "too large for the default n_inner (4 * n_embd), got " + std::to_string(c.hidden_size));
     c.max_position_embeddings = r.positive("n_positions");
     c.norm_eps = r.number("layer_norm_epsilon", 1e-5);
     c.hidden_act = r.string("activation_function", "gelu_new");

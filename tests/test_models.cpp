@@ -128,6 +128,45 @@ TEST(ModelConfig, BadValueNamesKey) {
   }
 }
 
+TEST(ModelConfig, SizesAModelIsBuiltFromMustBePositive) {
+  auto error_of = [](nlohmann::json j) {
+    try {
+      ModelConfig::from_json(j, "cfg.json");
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  auto llama = read_json(golden("llama_a") + "/base/config.json");
+  for (const char* key : {"head_dim", "max_position_embeddings"}) {
+    for (int64_t bad : {0, -1}) {
+      auto j = llama;
+      j[key] = bad;
+      EXPECT_EQ(error_of(j), "cfg.json: key \"" + std::string(key) + "\": must be > 0, got " + std::to_string(bad));
+    }
+  }
+  auto few = llama;  // no head_dim, and more heads than hidden_size: hidden_size / heads would be 0
+  few.erase("head_dim");
+  few["hidden_size"] = 2;
+  few["num_attention_heads"] = 4;
+  few["num_key_value_heads"] = 4;
+  EXPECT_NE(error_of(few).find("key \"num_attention_heads\": more heads (4) than hidden_size (2)"), std::string::npos)
+      << error_of(few);
+
+  auto gpt2 = read_json(golden("gpt2_a") + "/base/config.json");
+  auto j = gpt2;
+  j["n_inner"] = -3;
+  EXPECT_EQ(error_of(j), "cfg.json: key \"n_inner\": must be > 0, got -3");
+  j = gpt2;  // the default n_inner, 4 * n_embd, would overflow
+  j["n_inner"] = nullptr;
+  j["n_embd"] = int64_t{1} << 62;
+  j["n_head"] = 1;
+  EXPECT_NE(error_of(j).find("key \"n_embd\": too large for the default n_inner"), std::string::npos) << error_of(j);
+  j["n_embd"] = 16;
+  j["n_head"] = 2;
+  EXPECT_EQ(ModelConfig::from_json(j).intermediate_size, 64);
+}
+
 TEST(Models, MissingTensorIsNamed) {
   TempDir tmp;
   auto a = load_model(golden("llama_a") + "/base");
