@@ -53,7 +53,8 @@ void split_piece(const Piece& p, const std::vector<Match>& matches, SplitBehavio
       std::reverse(spans.begin(), spans.end());
       break;
   }
-  out.reserve(out.size() + spans.size());
+  // No out.reserve(out.size() + spans.size()): callers run this once per piece into the same `out`, and
+  // an exact reserve each time copies all of `out` each time (quadratic in the pieces of a long text).
   for (auto& s : spans) {
     if (s.keep && s.end > s.start) out.push_back(slice(p, s.start, s.end));
   }

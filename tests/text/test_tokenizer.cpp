@@ -2,6 +2,7 @@
 // tokens, decoded text) must match exactly; plus component checks and error messages.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -227,6 +228,19 @@ TEST(Tokenizer, OutOfRangeNumbersAndPaddingAreReported) {
   auto tok = peft::Tokenizer::from_json_string(
       "{" + model + R"(, "pre_tokenizer": {"type": "Whitespace"}, "padding": {"strategy": {"Fixed": 4}, "pad_id": 1}})");
   EXPECT_EQ(tok.encode("a a"), (std::vector<int32_t>{0, 0, 1, 1}));
+}
+
+TEST(Tokenizer, LongTextsEncodeInLinearTime) {
+  // BertPreTokenizer splits every word again at its punctuation, into more pieces than the words:
+  // 40000 words of 6 pieces took minutes when each split copied all pieces so far.
+  auto tok = peft::Tokenizer::from_file(tokenizer_path("bert_wp"));
+  std::string text;
+  for (int i = 0; i < 40000; ++i) text += "a.a.a. ";
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tok.encode(text);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(ids.size(), 240000u);
+  EXPECT_LT(seconds, 20.0) << "encoding " << text.size() << " bytes";
 }
 
 TEST(Tokenizer, InvalidUtf8InputThrows) {
