@@ -28,6 +28,9 @@ using namespace peft;
 using namespace peft::test;
 namespace fs = std::filesystem;
 
+// The message parse_train_options throws for `args`, or "" when they parse (tests/test_trainer.cpp).
+std::string parse_error(const std::vector<std::string>& args);
+
 namespace {
 
 std::string tiny() { return fixture("tiny"); }
@@ -51,15 +54,6 @@ std::vector<std::string> train_args(const std::string& out, int steps = 6) {
 std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
   return a;
-}
-
-std::string parse_error(const std::vector<std::string>& args) {
-  try {
-    parse_train_options(args);
-  } catch (const std::invalid_argument& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::vector<nlohmann::json> jsonl(const std::string& path) {

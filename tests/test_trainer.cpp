@@ -15,10 +15,6 @@
 using namespace peft;
 using namespace peft::test;
 
-namespace {
-
-std::string tiny() { return fixture("tiny"); }
-
 // The message parse_train_options throws for `args`, or "" when they parse.
 std::string parse_error(const std::vector<std::string>& args) {
   try {
@@ -28,6 +24,11 @@ std::string parse_error(const std::vector<std::string>& args) {
   }
   return "";
 }
+
+namespace {
+
+std::string tiny() { return fixture("tiny"); }
+
 
 int64_t count_lines(const std::string& path) {
   std::ifstream in(path);

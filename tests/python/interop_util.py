@@ -91,6 +91,13 @@ def base_dir(name):
     return dst
 
 
+# peft train flags shared by the tests. AdaLoRA: warm-up to step 2, masks every 2 steps, the final
+# mask at step 9 (total_step 12 - tfinal 4 < 9), down to an average rank of 1 of 4: some modules keep none.
+ADALORA = ["--init_r", 4, "--target_r", 1, "--tinit", 2, "--tfinal", 4, "--deltaT", 2,
+           "--max-steps", 12, "--batch-size", 8, "--lr", 0.05, "--seed", 0]
+LORA = ["--method", "lora", "--r", 4, "--lora_alpha", 8, "--max-steps", 6, "--batch-size", 8, "--lr", 0.02, "--seed", 0]
+
+
 def train(model, data, out, *flags):
     """`peft train` on `data` into `out` (replacing what an earlier test run left); returns the adapter directory."""
     run_cli("train", "--model", model, "--data", data, "--output-dir", out, "--overwrite-output-dir", "--quiet",

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from interop_util import (
+    ADALORA,
+    LORA,
     base_dir,
     check_close,
     check_effect,
@@ -23,11 +25,6 @@ from interop_util import (
     zero_rank_modules,
 )
 
-# A schedule short enough for the whole of AdaLoRA: warm-up to step 2, masks every 2 steps, the final
-# mask at step 9 (total_step 12 - tfinal 4 < 9), down to an average rank of 1 of 4: some modules keep none.
-ADALORA = ["--init_r", 4, "--target_r", 1, "--tinit", 2, "--tfinal", 4, "--deltaT", 2,
-           "--max-steps", 12, "--batch-size", 8, "--lr", 0.05, "--seed", 0]
-LORA = ["--method", "lora", "--r", 4, "--lora_alpha", 8, "--max-steps", 6, "--batch-size", 8, "--lr", 0.02, "--seed", 0]
 LLAMA_REGEX = r"model\.layers\.\d+\.(self_attn\.(q|v)_proj|mlp\.(gate|down)_proj)"
 
 TARGETS = {

@@ -3,6 +3,8 @@
 import pytest
 
 from interop_util import (
+    ADALORA,
+    LORA,
     adapted_modules,
     base_dir,
     check_close,
@@ -25,9 +27,6 @@ from interop_util import (
     zero_rank_modules,
 )
 
-ADALORA = ["--init_r", 4, "--target_r", 1, "--tinit", 2, "--tfinal", 4, "--deltaT", 2,
-           "--max-steps", 12, "--batch-size", 8, "--lr", 0.05, "--seed", 0]
-LORA = ["--method", "lora", "--r", 4, "--lora_alpha", 8, "--max-steps", 6, "--batch-size", 8, "--lr", 0.02, "--seed", 0]
 
 # name -> (base, task, peft train flags)
 CASES = {
