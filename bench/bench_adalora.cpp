@@ -12,10 +12,11 @@
 #include <vector>
 
 #include "bench.h"
-#include "peft/compat.h"
-#include "peft/model.h"
-#include "peft/param_buffer.h"
-#include "peft/peft_model.h"
+#include "core/compat.h"
+#include "peft/models/model.h"
+#include "peft/allocator/param_buffer.h"
+#include "peft/adapters/peft_model.h"
+#include "peft/models/model_family.h"
 
 namespace {
 
@@ -126,7 +127,7 @@ struct Run {
   Run(const nlohmann::json& model_config, const peft::LoadOptions& load, const peft::AdapterConfig& config)
       : device(load.device) {
     at::manual_seed(0);  // the same base weights for every run
-    auto base = peft::build_model(peft::ModelConfig::from_json(model_config), load);
+    auto base = peft::build_model(peft::parse_model_config(model_config), load);
     pm = std::make_unique<peft::PeftModel>(base, config);
     pm->train();
     opt = std::make_unique<peft::AdamW>(pm->params(), peft::AdamW::Options{1e-3});

@@ -8,8 +8,8 @@
 #include <iostream>
 
 #include "bench.h"
-#include "peft/compat.h"
-#include "peft/runtime.h"
+#include "core/compat.h"
+#include "peft/core/runtime.h"
 
 namespace peft::bench {
 std::vector<Bench>& benches() {

@@ -7,7 +7,8 @@
 #include <vector>
 
 #include "bench.h"
-#include "peft/model.h"
+#include "peft/models/model.h"
+#include "peft/models/model_family.h"
 
 namespace {
 
@@ -17,7 +18,7 @@ void bench_model() {
   const int64_t hidden = 768, layers = 12, heads = 12, inter = 2048, vocab = 32000;
   const int64_t B = 2, T = 128;
   const int steps = 3;
-  auto config = peft::ModelConfig::from_json({{"model_type", "llama"},
+  auto config = peft::parse_model_config({{"model_type", "llama"},
                                               {"hidden_size", hidden},
                                               {"intermediate_size", inter},
                                               {"num_hidden_layers", layers},

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench.h"
-#include "peft/tokenizer.h"
+#include "peft/text/tokenizer.h"
 
 namespace {
 

@@ -4,11 +4,11 @@
 // usage: peft_example_custom_loop MODEL_DIR OUTPUT_ADAPTER_DIR [STEPS]
 #include <iostream>
 
-#include "peft/model.h"
-#include "peft/param_buffer.h"
-#include "peft/peft_model.h"
-#include "peft/runtime.h"
-#include "peft/tokenizer.h"
+#include "peft/models/model.h"
+#include "peft/allocator/param_buffer.h"
+#include "peft/adapters/peft_model.h"
+#include "peft/core/runtime.h"
+#include "peft/text/tokenizer.h"
 
 int main(int argc, char** argv) {
   if (argc < 3) {

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "fuzz_util.h"
-#include "peft/adapter_config.h"
+#include "peft/formats/adapter_config.h"
 
 namespace {
 

@@ -5,11 +5,11 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "peft/chat_format.h"
-#include "peft/data_loader.h"
-#include "peft/dataset.h"
-#include "peft/tokenizer.h"
-#include "peft/tokenizer_config.h"
+#include "peft/text/chat_format.h"
+#include "peft/data/data_loader.h"
+#include "peft/data/dataset.h"
+#include "peft/text/tokenizer.h"
+#include "peft/text/tokenizer_config.h"
 
 namespace {
 

@@ -1,4 +1,4 @@
-// libFuzzer target: a Hugging Face config.json parsed by peft::ModelConfig::from_json, whose errors must
+// libFuzzer target: a Hugging Face config.json parsed by peft::parse_model_config, whose errors must
 // be std::runtime_error naming the key; an accepted config must have the sizes a model is built from.
 #include <nlohmann/json.hpp>
 
@@ -6,7 +6,8 @@
 #include <string>
 
 #include "fuzz_util.h"
-#include "peft/model_config.h"
+#include "peft/formats/model_config.h"
+#include "peft/models/model_family.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   nlohmann::json j;
@@ -17,7 +18,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   peft::ModelConfig c;
   try {
-    c = peft::ModelConfig::from_json(j, "config.json");
+    c = peft::parse_model_config(j, "config.json");
   } catch (const std::runtime_error&) {
     return 0;
   }

@@ -6,7 +6,7 @@
 #include <string>
 
 #include "fuzz_util.h"
-#include "peft/safetensors.h"
+#include "peft/formats/safetensors.h"
 
 namespace {
 

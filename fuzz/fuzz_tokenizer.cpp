@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "fuzz_util.h"
-#include "peft/tokenizer.h"
+#include "peft/text/tokenizer.h"
 
 // The input is a tokenizer.json, optionally followed by a NUL byte and the text to encode (JSON text never
 // holds a NUL). Without one, the JSON itself is the text: it spells the vocabulary and the added tokens.

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "peft/tokenizer.h"
+#include "peft/text/tokenizer.h"
 
 namespace peft::test {
 

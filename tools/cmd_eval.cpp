@@ -6,12 +6,12 @@
 #include <sstream>
 
 #include "command.h"
-#include "peft/eval_mode.h"
-#include "peft/evaluate.h"
-#include "peft/flags.h"
-#include "peft/model_tokenizer.h"
-#include "peft/peft_model.h"
-#include "peft/safetensors.h"
+#include "peft/eval/eval_mode.h"
+#include "peft/eval/evaluate.h"
+#include "peft/core/flags.h"
+#include "peft/models/model_tokenizer.h"
+#include "peft/adapters/peft_model.h"
+#include "peft/formats/safetensors.h"
 
 namespace {
 

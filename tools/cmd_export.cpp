@@ -5,10 +5,10 @@
 #include <map>
 
 #include "command.h"
-#include "peft/adapter_config.h"
-#include "peft/flags.h"
-#include "peft/inspect.h"
-#include "peft/peft_model.h"
+#include "peft/formats/adapter_config.h"
+#include "peft/core/flags.h"
+#include "peft/observability/inspect.h"
+#include "peft/adapters/peft_model.h"
 
 namespace {
 

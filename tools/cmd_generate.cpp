@@ -4,11 +4,11 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/generate.h"
-#include "peft/model_tokenizer.h"
-#include "peft/peft_model.h"
-#include "peft/token_streamer.h"
+#include "peft/core/flags.h"
+#include "peft/eval/generate.h"
+#include "peft/models/model_tokenizer.h"
+#include "peft/adapters/peft_model.h"
+#include "peft/text/token_streamer.h"
 
 namespace {
 

@@ -3,8 +3,8 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/inspect.h"
+#include "peft/core/flags.h"
+#include "peft/observability/inspect.h"
 
 namespace {
 

@@ -3,8 +3,8 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/merge.h"
+#include "peft/core/flags.h"
+#include "peft/adapters/merge.h"
 
 namespace {
 

@@ -4,9 +4,9 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/rank_table.h"
-#include "peft/run_log.h"
+#include "peft/core/flags.h"
+#include "peft/observability/rank_table.h"
+#include "peft/observability/run_log.h"
 
 namespace {
 

@@ -3,8 +3,8 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/replay.h"
+#include "peft/core/flags.h"
+#include "peft/train/replay.h"
 
 namespace {
 

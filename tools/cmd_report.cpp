@@ -3,9 +3,9 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/file_io.h"
-#include "peft/flags.h"
-#include "peft/report.h"
+#include "peft/core/file_io.h"
+#include "peft/core/flags.h"
+#include "peft/observability/report.h"
 
 namespace {
 

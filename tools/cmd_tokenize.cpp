@@ -6,8 +6,8 @@
 #include <string>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/tokenizer.h"
+#include "peft/core/flags.h"
+#include "peft/text/tokenizer.h"
 
 namespace {
 

@@ -4,9 +4,9 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/flags.h"
-#include "peft/runtime.h"
-#include "peft/trainer.h"
+#include "peft/core/flags.h"
+#include "peft/core/runtime.h"
+#include "peft/train/trainer.h"
 
 namespace {
 

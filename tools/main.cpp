@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "command.h"
-#include "peft/runtime.h"
+#include "peft/core/runtime.h"
 
 namespace peft::cli {
 std::vector<Command>& commands() {

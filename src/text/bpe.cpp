@@ -34,7 +34,17 @@ class Bpe : public Model {
     auto it = merges_.find(pair_key(a, b));
     return it == merges_.end() ? nullptr : &it->second;
   }
+  // A word's symbols in the merge loop: a doubly linked list over a vector; merged-away symbols get len 0.
+  struct Symbol {
+    int32_t c;
+    int prev, next;
+    size_t len;
+  };
   void merge_word(const std::string& word, std::vector<int32_t>& ids) const;
+  // The word as characters (with continuing-subword prefix / end-of-word suffix), byte fallback or unk.
+  std::vector<Symbol> initial_symbols(const std::string& word) const;
+  // Applies the merges in rank order (leftmost first among equal ranks), as the Rust library does.
+  void apply_merges(std::vector<Symbol>& symbols) const;
 
   Vocab vocab_;
   std::unordered_map<uint64_t, MergeInfo> merges_;
@@ -109,12 +119,7 @@ void Bpe::tokenize(const std::string& word, std::vector<int32_t>& ids) const {
   }
 }
 
-void Bpe::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
-  struct Symbol {
-    int32_t c;
-    int prev, next;
-    size_t len;
-  };
+std::vector<Bpe::Symbol> Bpe::initial_symbols(const std::string& word) const {
   std::vector<Symbol> symbols;
   symbols.reserve(word.size());
   auto add = [&](int32_t c, size_t len) {
@@ -180,7 +185,10 @@ void Bpe::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
     }
   }
   if (have_unk) add(unk, unk_len);
+  return symbols;
+}
 
+void Bpe::apply_merges(std::vector<Symbol>& symbols) const {
   struct Merge {
     size_t pos;
     uint32_t rank;
@@ -213,6 +221,11 @@ void Bpe::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
       if (auto nm = find_merge(cur.c, symbols[cur.next].c)) queue.push({top.pos, nm->rank, nm->new_id});
     }
   }
+}
+
+void Bpe::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
+  std::vector<Symbol> symbols = initial_symbols(word);
+  apply_merges(symbols);
   for (auto& sym : symbols)
     if (sym.len) ids.push_back(sym.c);
 }

@@ -1,13 +1,14 @@
 // Chat formats: one small renderer per template family, reproducing apply_chat_template's output,
 // and recognition of a family from the signature strings of a tokenizer_config.json chat_template.
-#include "peft/chat_format.h"
+#include "peft/text/chat_format.h"
+#include "peft/core/strings.h"
 
 #include <nlohmann/json.hpp>
 
 #include <ctime>
 #include <stdexcept>
 
-#include "peft/tokenizer_config.h"
+#include "peft/text/tokenizer_config.h"
 
 namespace peft {
 namespace {
@@ -47,10 +48,6 @@ std::string lstrip_newlines(const std::string& s) {
 std::string rstrip_newlines(const std::string& s) {
   const size_t i = s.find_last_not_of('\n');
   return i == std::string::npos ? "" : s.substr(0, i + 1);
-}
-bool starts_with(const std::string& s, const std::string& p) { return s.compare(0, p.size(), p) == 0; }
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
 }
 bool contains(const std::string& s, const std::string& p) { return s.find(p) != std::string::npos; }
 

@@ -1,11 +1,11 @@
 // The TextEncoder over a peft::Tokenizer: its encode without special tokens, and the bos/eos/pad ids
 // found from its post-processor and tokenizer_config.json.
-#include "peft/text_encoder.h"
+#include "peft/text/text_encoder.h"
 
 #include <algorithm>
 
-#include "peft/tokenizer.h"
-#include "peft/tokenizer_config.h"
+#include "peft/text/tokenizer.h"
+#include "peft/text/tokenizer_config.h"
 
 namespace peft {
 

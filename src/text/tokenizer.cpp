@@ -1,6 +1,6 @@
 // peft::Tokenizer: loads tokenizer.json and runs its pipeline: added tokens, normalizer,
 // pre-tokenizer, model, truncation, post-processor and padding; decode runs the decoder.
-#include "peft/tokenizer.h"
+#include "peft/text/tokenizer.h"
 
 #include <cstdint>
 #include <cstring>

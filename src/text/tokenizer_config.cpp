@@ -1,6 +1,6 @@
 // Reading tokenizer_config.json: the chat template and the special-token strings, which may be
 // plain strings or AddedToken objects ({"content": ...}) depending on the transformers version.
-#include "peft/tokenizer_config.h"
+#include "peft/text/tokenizer_config.h"
 
 #include <nlohmann/json.hpp>
 

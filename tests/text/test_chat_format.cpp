@@ -6,8 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "peft/chat_format.h"
-#include "peft/tokenizer_config.h"
+#include "peft/text/chat_format.h"
+#include "peft/text/tokenizer_config.h"
 
 using peft::ChatFormat;
 using peft::ChatMessage;

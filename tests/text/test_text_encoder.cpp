@@ -6,9 +6,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "peft/dataset.h"
-#include "peft/tokenizer.h"
-#include "peft/tokenizer_config.h"
+#include "peft/data/dataset.h"
+#include "peft/text/tokenizer.h"
+#include "peft/text/tokenizer_config.h"
 
 using namespace peft;
 

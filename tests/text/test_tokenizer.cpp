@@ -9,7 +9,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "peft/tokenizer.h"
+#include "peft/text/tokenizer.h"
 
 using nlohmann::json;
 

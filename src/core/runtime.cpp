@@ -1,0 +1,77 @@
+// Process-wide runtime settings: the CPU thread count, and the check for other processes on the cores.
+// Debian's libtorch started with one intra-op thread on a two-core machine, so we set it ourselves.
+#include "peft/core/runtime.h"
+
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "peft/core/flags.h"
+
+namespace peft {
+
+int init_runtime() {
+  int n = static_cast<int>(std::thread::hardware_concurrency());
+  if (const char* env = std::getenv("PEFT_NUM_THREADS")) {
+    const std::string v = env;
+    int64_t parsed = 0;
+    try {
+      parsed = Flags::to_int64(v);
+    } catch (const std::invalid_argument&) {
+    }
+    if (parsed < 1 || parsed > 4096)
+      throw std::invalid_argument("PEFT_NUM_THREADS=\"" + v +
+                                  "\": expected a whole number of threads from 1 to 4096 (unset it to use every core)");
+    n = static_cast<int>(parsed);
+  }
+  if (n < 1) n = 1;
+  if (at::get_num_threads() != n) at::set_num_threads(n);
+  return at::get_num_threads();
+}
+
+namespace {
+
+// Busy and total jiffies summed over all cores, from the first line of /proc/stat.
+bool cpu_times(unsigned long long& busy, unsigned long long& total) {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  unsigned long long user, nice, system, idle, iowait, irq, softirq, steal;
+  if (!(in >> cpu >> user >> nice >> system >> idle >> iowait >> irq >> softirq >> steal) || cpu != "cpu") return false;
+  busy = user + nice + system + irq + softirq + steal;
+  total = busy + idle + iowait;
+  return true;
+}
+
+}  // namespace
+
+double busy_cores(double seconds) {
+  unsigned long long b0, t0, b1, t1;
+  if (!cpu_times(b0, t0)) return -1;
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  if (!cpu_times(b1, t1) || t1 <= t0) return -1;
+  const double cores = static_cast<double>(std::thread::hardware_concurrency());
+  return cores * static_cast<double>(b1 - b0) / static_cast<double>(t1 - t0);
+}
+
+std::string shared_cores_note(int threads, double seconds) {
+  if (threads <= 1) return "";
+  const double busy = busy_cores(seconds);
+  if (busy < 0.5) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f", busy);
+  std::ostringstream os;
+  os << "note: other processes are using " << buf << " of the " << std::thread::hardware_concurrency()
+     << " cores; with " << threads << " threads each step can take several times longer than with one, "
+     << "because the threads wait for each other. On a shared machine run with PEFT_NUM_THREADS=1 "
+        "(or fewer threads than free cores).";
+  return os.str();
+}
+
+}  // namespace peft

@@ -1,0 +1,187 @@
+// adapter_config.json reading, writing and validation, with PEFT's names, defaults and rules.
+// Unknown keys are kept so a PEFT config read and written again loses nothing.
+#include "peft/formats/adapter_config.h"
+
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+#include <stdexcept>
+
+#include "peft/core/file_io.h"
+
+namespace peft {
+
+void AdapterConfig::validate() const {
+  std::vector<std::string> errors;
+  auto num = [](double v) {
+    std::ostringstream os;
+    os << v;
+    return os.str();
+  };
+  if (lora_dropout < 0 || lora_dropout >= 1) errors.push_back("lora_dropout (" + num(lora_dropout) + ") must be in [0, 1)");
+  if (peft_type == PeftType::Lora) {
+    if (r <= 0) errors.push_back("r (" + std::to_string(r) + ") must be > 0");
+    for (auto& [k, v] : lora_rank_pattern)
+      if (v <= 0) errors.push_back("rank_pattern[\"" + k + "\"] (" + std::to_string(v) + ") must be > 0");
+  } else {
+    if (init_r <= 0) errors.push_back("init_r (" + std::to_string(init_r) + ") must be > 0");
+    if (target_r <= 0) errors.push_back("target_r (" + std::to_string(target_r) + ") must be > 0");
+    if (target_r >= init_r && init_r > 0 && target_r > 0) {
+      errors.push_back("target_r (" + std::to_string(target_r) + ") must be smaller than init_r (" +
+                       std::to_string(init_r) + "): AdaLoRA prunes from init_r down to target_r on average; "
+                       "raise init_r or lower target_r");
+    }
+    if (tinit < 0) errors.push_back("tinit (" + std::to_string(tinit) + ") must be >= 0");
+    if (tfinal < 0) errors.push_back("tfinal (" + std::to_string(tfinal) + ") must be >= 0");
+    if (deltaT <= 0) errors.push_back("deltaT (" + std::to_string(deltaT) + ") must be > 0 (a mask every deltaT steps)");
+    if (!(beta1 > 0 && beta1 < 1)) errors.push_back("beta1 (" + num(beta1) + ") must be in (0, 1)");
+    if (!(beta2 > 0 && beta2 < 1)) errors.push_back("beta2 (" + num(beta2) + ") must be in (0, 1)");
+    if (orth_reg_weight < 0) errors.push_back("orth_reg_weight (" + num(orth_reg_weight) + ") must be >= 0");
+    if (total_step <= 0) {
+      errors.push_back("total_step (" + std::to_string(total_step) +
+                       ") must be > 0: the number of optimizer steps of the run (peft train derives it)");
+    } else if (tinit >= 0 && tfinal >= 0 && tinit >= total_step - tfinal) {
+      errors.push_back("tinit (" + std::to_string(tinit) + ") + tfinal (" + std::to_string(tfinal) +
+                       ") leaves no budgeting phase in total_step (" + std::to_string(total_step) +
+                       "): make tinit + tfinal < total_step, e.g. tinit " + std::to_string(total_step / 10) +
+                       ", tfinal " + std::to_string(total_step / 5));
+    }
+  }
+  if (extra.contains("use_dora") && extra["use_dora"].is_boolean() && extra["use_dora"].get<bool>() && peft_type == PeftType::AdaLora)
+    errors.push_back("use_dora: AdaLoRA does not support DoRA; set use_dora to false");
+  if (extra.contains("loftq_config") && extra["loftq_config"].is_object() && !extra["loftq_config"].empty() && peft_type == PeftType::AdaLora)
+    errors.push_back("loftq_config: AdaLoRA does not support LoftQ; remove it");
+  if (errors.empty()) return;
+  std::string msg = "invalid " + method() + " configuration:";
+  for (auto& e : errors) msg += "\n  - " + e;
+  throw std::invalid_argument(msg);
+}
+
+nlohmann::json AdapterConfig::to_json() const {
+  nlohmann::json j = extra.is_object() ? extra : nlohmann::json::object();
+  j["peft_type"] = peft_type == PeftType::Lora ? "LORA" : "ADALORA";
+  j["task_type"] = task_type;
+  j["base_model_name_or_path"] = base_model_name_or_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(base_model_name_or_path);
+  if (target_modules_regex) j["target_modules"] = *target_modules_regex;
+  // PEFT expands "all-linear" only when it is the whole string; in a list it is a module name.
+  else if (target_modules == std::vector<std::string>{"all-linear"}) j["target_modules"] = "all-linear";
+  else j["target_modules"] = target_modules;
+  j["exclude_modules"] = exclude_modules.empty() ? nlohmann::json(nullptr) : nlohmann::json(exclude_modules);
+  j["modules_to_save"] = modules_to_save.empty() ? nlohmann::json(nullptr) : nlohmann::json(modules_to_save);
+  j["lora_alpha"] = lora_alpha;
+  if (std::floor(lora_alpha) == lora_alpha && std::abs(lora_alpha) < 1e15) j["lora_alpha"] = static_cast<int64_t>(lora_alpha);
+  j["lora_dropout"] = lora_dropout;
+  j["fan_in_fan_out"] = fan_in_fan_out;
+  j["r"] = r;
+  j["use_rslora"] = use_rslora;
+  j["bias"] = "none";
+  j["init_lora_weights"] = true;
+  j["inference_mode"] = true;
+  j["peft_version"] = "0.21.0";
+  nlohmann::json ap = nlohmann::json::object();
+  for (auto& [k, v] : alpha_pattern) ap[k] = v;
+  j["alpha_pattern"] = ap;
+  if (peft_type == PeftType::Lora) {
+    nlohmann::json rp = nlohmann::json::object();
+    for (auto& [k, v] : lora_rank_pattern) rp[k] = v;
+    j["rank_pattern"] = rp;
+  } else {
+    j["init_r"] = init_r;
+    j["target_r"] = target_r;
+    j["tinit"] = tinit;
+    j["tfinal"] = tfinal;
+    j["deltaT"] = deltaT;
+    j["beta1"] = beta1;
+    j["beta2"] = beta2;
+    j["orth_reg_weight"] = orth_reg_weight;
+    j["total_step"] = total_step > 0 ? nlohmann::json(total_step) : nlohmann::json(nullptr);
+    if (rank_pattern.empty()) {
+      j["rank_pattern"] = nullptr;
+    } else {
+      nlohmann::json rp = nlohmann::json::object();
+      for (auto& [k, v] : rank_pattern) rp[k] = v;
+      j["rank_pattern"] = rp;
+    }
+    j["use_dora"] = false;
+    if (!j.contains("loftq_config")) j["loftq_config"] = nlohmann::json::object();
+  }
+  return j;
+}
+
+namespace {
+template <typename T>
+T get(const nlohmann::json& j, const char* key, T dflt, const std::string& origin) {
+  if (!j.contains(key) || j[key].is_null()) return dflt;
+  try {
+    return j[key].get<T>();
+  } catch (const std::exception&) {
+    throw std::invalid_argument(origin + ": key \"" + key + "\" has the wrong type: " + j[key].dump());
+  }
+}
+}  // namespace
+
+AdapterConfig AdapterConfig::from_json(const nlohmann::json& j, const std::string& origin) {
+  if (!j.is_object()) throw std::invalid_argument(origin + ": expected a JSON object");
+  AdapterConfig c;
+  std::string type = get<std::string>(j, "peft_type", "", origin);
+  if (type == "LORA") c.peft_type = PeftType::Lora;
+  else if (type == "ADALORA") c.peft_type = PeftType::AdaLora;
+  else throw std::invalid_argument(origin + ": peft_type \"" + type + "\" is not supported (supported: LORA, ADALORA)");
+  c.task_type = get<std::string>(j, "task_type", "CAUSAL_LM", origin);
+  c.base_model_name_or_path = get<std::string>(j, "base_model_name_or_path", "", origin);
+  if (j.contains("target_modules") && j["target_modules"].is_string()) {
+    std::string t = j["target_modules"].get<std::string>();
+    if (t == "all-linear") c.target_modules = {"all-linear"};
+    else c.target_modules_regex = t;
+  } else {
+    c.target_modules = get<std::vector<std::string>>(j, "target_modules", {}, origin);
+  }
+  if (j.contains("exclude_modules") && j["exclude_modules"].is_string())
+    c.exclude_modules = {j["exclude_modules"].get<std::string>()};
+  else c.exclude_modules = get<std::vector<std::string>>(j, "exclude_modules", {}, origin);
+  c.modules_to_save = get<std::vector<std::string>>(j, "modules_to_save", {}, origin);
+  c.lora_alpha = get<double>(j, "lora_alpha", 8.0, origin);
+  c.lora_dropout = get<double>(j, "lora_dropout", 0.0, origin);
+  c.fan_in_fan_out = get<bool>(j, "fan_in_fan_out", false, origin);
+  c.r = get<int64_t>(j, "r", 8, origin);
+  c.use_rslora = get<bool>(j, "use_rslora", false, origin);
+  c.alpha_pattern = get<std::map<std::string, double>>(j, "alpha_pattern", {}, origin);
+  std::string bias = get<std::string>(j, "bias", "none", origin);
+  if (bias != "none") throw std::invalid_argument(origin + ": bias \"" + bias + "\" is not supported (only \"none\")");
+  if (c.peft_type == PeftType::Lora) {
+    c.lora_rank_pattern = get<std::map<std::string, int64_t>>(j, "rank_pattern", {}, origin);
+  } else {
+    c.init_r = get<int64_t>(j, "init_r", 12, origin);
+    c.target_r = get<int64_t>(j, "target_r", 8, origin);
+    c.tinit = get<int64_t>(j, "tinit", 0, origin);
+    c.tfinal = get<int64_t>(j, "tfinal", 0, origin);
+    c.deltaT = get<int64_t>(j, "deltaT", 1, origin);
+    c.beta1 = get<double>(j, "beta1", 0.85, origin);
+    c.beta2 = get<double>(j, "beta2", 0.85, origin);
+    c.orth_reg_weight = get<double>(j, "orth_reg_weight", 0.5, origin);
+    c.total_step = get<int64_t>(j, "total_step", 0, origin);
+    c.rank_pattern = get<std::map<std::string, std::vector<bool>>>(j, "rank_pattern", {}, origin);
+  }
+  static const char* known[] = {"peft_type", "task_type", "base_model_name_or_path", "target_modules",
+                                "exclude_modules", "modules_to_save", "lora_alpha", "lora_dropout",
+                                "fan_in_fan_out", "r", "use_rslora", "alpha_pattern", "rank_pattern",
+                                "init_r", "target_r", "tinit", "tfinal", "deltaT", "beta1", "beta2",
+                                "orth_reg_weight", "total_step", "bias", "inference_mode"};
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    bool k = false;
+    for (auto* n : known) k = k || it.key() == n;
+    if (!k) c.extra[it.key()] = it.value();
+  }
+  if (c.extra.is_null()) c.extra = nlohmann::json::object();
+  return c;
+}
+
+AdapterConfig AdapterConfig::from_file(const std::string& path) {
+  return from_json(read_json_file(path, "a PEFT adapter_config.json"), path);
+}
+
+void AdapterConfig::save(const std::string& path) const {
+  write_text_atomic(path, to_json().dump(2) + "\n");
+}
+
+}  // namespace peft

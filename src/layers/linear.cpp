@@ -1,0 +1,58 @@
+// The linear projection of every model family, with an optional adapter added to its output.
+// Merging folds the adapter's delta into the base weight so inference costs nothing extra.
+#include "peft/layers/linear.h"
+
+#include <stdexcept>
+
+#include "peft/layers/adapter.h"
+
+namespace peft {
+
+LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias, bool fan_in_fan_out)
+    : in_features_(in_features), out_features_(out_features), fan_in_fan_out_(fan_in_fan_out) {
+  weight = register_parameter("weight", fan_in_fan_out ? at::empty({in_features, out_features})
+                                                       : at::empty({out_features, in_features}));
+  if (with_bias) bias = register_parameter("bias", at::zeros({out_features}));
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  at::Tensor y;
+  if (fan_in_fan_out_) {
+    y = at::matmul(x, weight);
+    if (bias.defined()) y = y + bias;
+  } else {
+    y = at::linear(x, weight, bias);
+  }
+  if (adapter && !merged) y = y + adapter->forward(x).to(y.scalar_type());
+  return y;
+}
+
+void LinearImpl::merge(bool safe) {
+  if (!adapter) throw std::runtime_error("merge: this projection has no adapter");
+  if (merged) return;
+  at::NoGradGuard no_grad;
+  at::Tensor delta = adapter->delta_weight();  // (out, in)
+  if (fan_in_fan_out_) delta = delta.t();
+  delta = delta.to(weight.scalar_type());
+  if (safe) {
+    at::Tensor merged_w = weight + delta;
+    if (!at::isfinite(merged_w).all().item<bool>()) {
+      throw std::runtime_error("merge: the merged weight has NaN or infinite values; the adapter is broken");
+    }
+    weight.copy_(merged_w);
+  } else {
+    weight.add_(delta);
+  }
+  merged = true;
+}
+
+void LinearImpl::unmerge() {
+  if (!merged) return;
+  at::NoGradGuard no_grad;
+  at::Tensor delta = adapter->delta_weight();
+  if (fan_in_fan_out_) delta = delta.t();
+  weight.sub_(delta.to(weight.scalar_type()));
+  merged = false;
+}
+
+}  // namespace peft

@@ -1,0 +1,169 @@
+// The family-independent part of a model: loading weights by state-dict name, initialisation,
+// saving a Hugging Face checkpoint, the causal-LM loss, and the factory from config.json.
+#include "peft/models/model.h"
+#include "peft/core/strings.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/compat.h"
+#include "peft/models/model_family.h"
+#include "peft/core/file_io.h"
+#include "peft/formats/safetensors.h"
+
+namespace peft {
+
+void KVCache::append(size_t layer, at::Tensor& new_k, at::Tensor& new_v) {
+  if (k.size() <= layer) k.resize(layer + 1), v.resize(layer + 1);
+  if (k[layer].defined()) {
+    new_k = at::cat({k[layer], new_k}, 2);
+    new_v = at::cat({v[layer], new_v}, 2);
+  }
+  k[layer] = new_k;
+  v[layer] = new_v;
+}
+
+std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> Model::linear_modules() {
+  std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> out;
+  for (const auto& item : named_modules("", /*include_self=*/false)) {
+    if (auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value())) out.emplace_back(item.key(), lin);
+  }
+  return out;
+}
+
+bool Model::ignorable_key(const std::string& key) const {
+  return ends_with(key, "rotary_emb.inv_freq") || ends_with(key, ".attn.bias") ||
+         ends_with(key, ".attn.masked_bias") || ends_with(key, "embeddings.position_ids") ||
+         (config_.tie_word_embeddings && key == "lm_head.weight");
+}
+
+static std::string list_names(const std::vector<std::string>& names, size_t max = 8) {
+  std::ostringstream os;
+  for (size_t i = 0; i < names.size() && i < max; ++i) os << (i ? ", " : "") << names[i];
+  if (names.size() > max) os << ", ... (" << names.size() << " in all)";
+  return os.str();
+}
+
+void Model::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& origin) {
+  auto params = named_parameters(/*recurse=*/true);
+  std::vector<std::string> missing, unexpected, bad_shape;
+  std::set<std::string> used;
+  for (const auto& p : params) {
+    auto it = tensors.find(p.key());
+    if (it == tensors.end()) {
+      missing.push_back(p.key());
+      continue;
+    }
+    used.insert(p.key());
+    if (it->second.sizes() != p.value().sizes()) {
+      std::ostringstream os;
+      os << p.key() << " has shape " << it->second.sizes() << " in the file, the model expects "
+         << p.value().sizes();
+      bad_shape.push_back(os.str());
+    }
+  }
+  for (const auto& kv : tensors) {
+    if (!used.count(kv.first) && !ignorable_key(kv.first)) unexpected.push_back(kv.first);
+  }
+  std::string hint = " (is this checkpoint of a different model or size than its config.json says?)";
+  if (!bad_shape.empty()) throw std::runtime_error(origin + ": shape mismatch: " + list_names(bad_shape, 4) + hint);
+  if (!missing.empty()) throw std::runtime_error(origin + ": missing tensors for " + config_.architecture + ": " + list_names(missing) + hint);
+  if (!unexpected.empty()) throw std::runtime_error(origin + ": tensors the model does not have: " + list_names(unexpected) + hint);
+  at::NoGradGuard no_grad;
+  for (auto& p : params) p.value().copy_(tensors.at(p.key()).to(p.value().scalar_type()));
+}
+
+std::map<std::string, at::Tensor> Model::state_dict_tensors() {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& p : named_parameters(true)) out[p.key()] = p.value().detach();
+  return out;
+}
+
+void Model::init_weights(double initializer_range) {
+  at::NoGradGuard no_grad;
+  for (auto& p : named_parameters(true)) {
+    const std::string& n = p.key();
+    bool is_norm = n.find("norm") != std::string::npos || n.find("LayerNorm") != std::string::npos ||
+                   n.find("ln_") != std::string::npos;
+    if (ends_with(n, ".bias")) {
+      p.value().zero_();
+    } else if (is_norm) {
+      p.value().fill_(1.0);
+    } else {
+      p.value().normal_(0.0, initializer_range);
+    }
+  }
+}
+
+at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
+  auto T = logits.size(1);
+  auto shift_logits = logits.narrow(1, 0, T - 1).to(at::kFloat).reshape({-1, logits.size(-1)});
+  auto shift_labels = labels.narrow(1, 1, T - 1).reshape({-1}).to(at::kLong);
+  return at::cross_entropy_loss(shift_logits, shift_labels, {}, at::Reduction::Mean, -100);
+}
+
+at::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32" || name == "fp32" || name == "f32") return at::kFloat;
+  if (name == "bfloat16" || name == "bf16") return at::kBFloat16;
+  if (name == "float16" || name == "fp16" || name == "half") return at::kHalf;
+  throw std::runtime_error("unknown dtype \"" + name + "\" (use float32, bfloat16, or float16 on CUDA)");
+}
+
+at::Device Model::device() const {
+  auto params = parameters();
+  return params.empty() ? at::Device(at::kCPU) : params.front().device();
+}
+
+LoadOptions load_options(const std::string& dtype, const std::string& device) {
+  LoadOptions lo;
+  try {
+    lo.dtype = parse_dtype(dtype);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("--dtype: ") + e.what());
+  }
+  try {
+    lo.device = compat::device_from_name(device);
+  } catch (const std::exception& e) {
+    throw std::invalid_argument(std::string("--device: ") + e.what() + " (see README: building with CUDA)");
+  }
+  if (lo.dtype == at::kHalf && lo.device.is_cpu()) {
+    throw std::invalid_argument("--dtype " + dtype + ": float16 is not supported on the CPU (libtorch lacks CPU kernels "
+                                "this model needs in half precision); use bfloat16 or float32, or --device cuda");
+  }
+  return lo;
+}
+
+std::shared_ptr<Model> build_model(const ModelConfig& c, const LoadOptions& options) {
+  std::shared_ptr<Model> m = family_for(c.model_type).build(c);
+  const std::string origin = "config.json";
+  m->init_weights(ConfigReader{c.raw, origin}.number("initializer_range", 0.02));
+  m->to(options.device, options.dtype);
+  return m;
+}
+
+std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& options) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(dir)) throw std::runtime_error(dir + ": not a directory (expected a Hugging Face model directory with config.json and model.safetensors)");
+  auto config = read_model_config((fs::path(dir) / "config.json").string());
+  std::shared_ptr<Model> m = family_for(config.model_type).build(config);
+  auto tensors = load_safetensors(dir);
+  m->load_state(tensors, dir);
+  m->to(options.device, options.dtype);
+  return m;
+}
+
+void save_model(Model& model, const std::string& dir) {
+  namespace fs = std::filesystem;
+  fs::create_directories(dir);
+  auto config = model.config().raw;
+  write_text_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
+  auto tensors = model.state_dict_tensors();
+  save_safetensors((fs::path(dir) / "model.safetensors").string(), tensors);
+}
+
+}  // namespace peft

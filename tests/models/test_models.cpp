@@ -1,0 +1,187 @@
+// Model families against the reference: base-model logits of each golden case's first batch
+// must match transformers' within 1e-4; padding, save/load and config errors behave.
+#include <gtest/gtest.h>
+
+#include "peft/models/model.h"
+#include "peft/formats/safetensors.h"
+#include "peft/models/model_family.h"
+#include "test_util.h"
+
+using namespace peft;
+using namespace peft::test;
+
+namespace {
+
+void expect_base_logits(const std::string& name) {
+  auto model = load_model(golden(name) + "/base");
+  model->eval();
+  auto data = read_json(golden(name) + "/data.json");
+  SafeTensorsFile ref(golden(name) + "/ref_logits.safetensors");
+  Batch b;
+  b.input_ids = golden_batch(data, 0);
+  at::NoGradGuard ng;
+  auto out = model->forward(b);
+  auto expected = ref.tensor("base");
+  ASSERT_EQ(out.logits.sizes(), expected.sizes());
+  double diff = max_abs_diff(out.logits, expected);
+  std::cout << "[ logits ] " << name << " base: max |diff| = " << diff << "\n";
+  EXPECT_LE(diff, 1e-4);
+}
+
+}  // namespace
+
+TEST(Models, LlamaBaseLogitsMatchTransformers) { expect_base_logits("llama_a"); }
+TEST(Models, GPT2BaseLogitsMatchTransformers) { expect_base_logits("gpt2_a"); }
+TEST(Models, BertClassifierBaseLogitsMatchTransformers) { expect_base_logits("bert_a"); }
+
+// A right-padded batch gives, on its real tokens, the logits of the unpadded rows.
+static void expect_padding_invariance(const std::string& name) {
+  auto model = load_model(golden(name) + "/base");
+  model->eval();
+  auto data = read_json(golden(name) + "/data.json");
+  auto ids = golden_batch(data, 0).narrow(0, 0, 2).clone();
+  int64_t T = ids.size(1), keep = T - 7;
+  at::NoGradGuard ng;
+  Batch full;
+  full.input_ids = ids.narrow(0, 0, 1).narrow(1, 0, keep).clone();
+  auto ref = model->forward(full).logits;
+  Batch padded;
+  padded.input_ids = ids.clone();
+  padded.attention_mask = at::ones_like(ids);
+  padded.attention_mask[0].narrow(0, keep, T - keep).zero_();
+  padded.input_ids[0].narrow(0, keep, T - keep).fill_(0);
+  auto out = model->forward(padded).logits;
+  double diff = model->config().is_causal_lm ? max_abs_diff(out[0].narrow(0, 0, keep), ref[0])
+                                             : max_abs_diff(out[0], ref[0]);
+  EXPECT_LE(diff, 1e-5) << name;
+}
+
+TEST(Models, LlamaPaddedBatchMatchesUnpadded) { expect_padding_invariance("llama_a"); }
+TEST(Models, GPT2PaddedBatchMatchesUnpadded) { expect_padding_invariance("gpt2_a"); }
+TEST(Models, BertPaddedBatchMatchesUnpadded) { expect_padding_invariance("bert_a"); }
+
+TEST(Models, SaveLoadRoundTripGivesIdenticalTensors) {
+  TempDir tmp;
+  for (std::string name : {"llama_a", "gpt2_a", "bert_a"}) {
+    auto a = load_model(golden(name) + "/base");
+    save_model(*a, tmp.str(name));
+    auto b = load_model(tmp.str(name));
+    auto sa = a->state_dict_tensors(), sb = b->state_dict_tensors();
+    ASSERT_EQ(sa.size(), sb.size());
+    for (auto& kv : sa) EXPECT_TRUE(at::equal(kv.second, sb.at(kv.first))) << name << " " << kv.first;
+  }
+}
+
+TEST(Models, CausalLossIgnoresMinus100AndMatchesManualMean) {
+  auto logits = at::randn({2, 5, 7});
+  auto labels = at::randint(0, 7, {2, 5}, at::kLong);
+  labels[0][3] = -100;
+  labels[1][1] = -100;
+  auto loss = causal_lm_loss(logits, labels).item<double>();
+  double sum = 0;
+  int n = 0;
+  auto lp = at::log_softmax(logits.to(at::kDouble), -1);
+  for (int b = 0; b < 2; ++b)
+    for (int t = 0; t < 4; ++t) {
+      auto y = labels[b][t + 1].item<int64_t>();
+      if (y == -100) continue;
+      sum -= lp[b][t][y].item<double>();
+      ++n;
+    }
+  EXPECT_NEAR(loss, sum / n, 1e-6);
+}
+
+TEST(ModelConfig, UnknownModelTypeListsSupported) {
+  nlohmann::json j = {{"model_type", "t5"}};
+  try {
+    parse_model_config(j, "x/config.json");
+    FAIL();
+  } catch (const std::exception& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("x/config.json"), std::string::npos);
+    EXPECT_NE(m.find("t5"), std::string::npos);
+    EXPECT_NE(m.find("LlamaForCausalLM"), std::string::npos);
+  }
+}
+
+TEST(ModelConfig, ReadsBothRopeForms) {
+  auto j = read_json(golden("llama_a") + "/base/config.json");
+  auto a = parse_model_config(j);
+  j.erase("rope_parameters");
+  j["rope_theta"] = 500000.0;
+  j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 32.0}, {"low_freq_factor", 1.0},
+                       {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  auto b = parse_model_config(j);
+  EXPECT_EQ(a.rope_theta, 10000.0);
+  EXPECT_EQ(b.rope_theta, 500000.0);
+  EXPECT_EQ(b.rope_scaling.type, "llama3");
+  EXPECT_EQ(b.rope_scaling.factor, 32.0);
+}
+
+TEST(ModelConfig, BadValueNamesKey) {
+  auto j = read_json(golden("llama_a") + "/base/config.json");
+  j["num_key_value_heads"] = 3;
+  try {
+    parse_model_config(j, "cfg.json");
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("num_key_value_heads"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ModelConfig, SizesAModelIsBuiltFromMustBePositive) {
+  auto error_of = [](nlohmann::json j) {
+    try {
+      parse_model_config(j, "cfg.json");
+    } catch (const std::runtime_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  auto llama = read_json(golden("llama_a") + "/base/config.json");
+  for (const char* key : {"head_dim", "max_position_embeddings"}) {
+    for (int64_t bad : {0, -1}) {
+      auto j = llama;
+      j[key] = bad;
+      EXPECT_EQ(error_of(j), "cfg.json: key \"" + std::string(key) + "\": must be > 0, got " + std::to_string(bad));
+    }
+  }
+  auto few = llama;  // no head_dim, and more heads than hidden_size: hidden_size / heads would be 0
+  few.erase("head_dim");
+  few["hidden_size"] = 2;
+  few["num_attention_heads"] = 4;
+  few["num_key_value_heads"] = 4;
+  EXPECT_NE(error_of(few).find("key \"num_attention_heads\": more heads (4) than hidden_size (2)"), std::string::npos)
+      << error_of(few);
+
+  auto gpt2 = read_json(golden("gpt2_a") + "/base/config.json");
+  auto j = gpt2;
+  j["n_inner"] = -3;
+  EXPECT_EQ(error_of(j), "cfg.json: key \"n_inner\": must be > 0, got -3");
+  j = gpt2;  // the default n_inner, 4 * n_embd, would overflow
+  j["n_inner"] = nullptr;
+  j["n_embd"] = int64_t{1} << 62;
+  j["n_head"] = 1;
+  EXPECT_NE(error_of(j).find("key \"n_embd\": too large for the default n_inner"), std::string::npos) << error_of(j);
+  j["n_embd"] = 16;
+  j["n_head"] = 2;
+  EXPECT_EQ(parse_model_config(j).intermediate_size, 64);
+}
+
+TEST(Models, MissingTensorIsNamed) {
+  TempDir tmp;
+  auto a = load_model(golden("llama_a") + "/base");
+  auto tensors = a->state_dict_tensors();
+  tensors.erase("model.layers.1.mlp.up_proj.weight");
+  tensors["model.extra.weight"] = at::zeros({2});
+  std::filesystem::create_directories(tmp.str("m"));
+  std::filesystem::copy_file(golden("llama_a") + "/base/config.json", tmp.str("m/config.json"));
+  save_safetensors(tmp.str("m/model.safetensors"), tensors);
+  try {
+    load_model(tmp.str("m"));
+    FAIL();
+  } catch (const std::exception& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("model.layers.1.mlp.up_proj.weight"), std::string::npos) << m;
+  }
+}
