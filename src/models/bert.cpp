@@ -200,7 +200,7 @@ void read_bert_config(const ConfigReader& r, ModelConfig& c) {
   c.is_causal_lm = false;
   if (c.architecture == base + "ForSequenceClassification") {
     c.num_labels = 2;
-    if (r.has("id2label") && j.at("id2label").is_object()) c.num_labels = static_cast<int64_t>(j.at("id2label").size());
+    if (r.has("id2label") && r.j.at("id2label").is_object()) c.num_labels = static_cast<int64_t>(r.j.at("id2label").size());
     c.num_labels = r.integer("num_labels", c.num_labels);
     if (c.num_labels <= 0) r.fail("num_labels", "must be > 0");
   } else if (c.architecture != base + "Model") {
