@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all setup configure build test test-data bench bench-gpu check-cuda-build device-deps demo clean fuzz fuzz-smoke test-asan
+.PHONY: all setup configure build test test-data bench bench-peft bench-gpu check-cuda-build device-deps demo clean fuzz fuzz-smoke test-asan
 
 all: build
 
@@ -27,6 +27,12 @@ test: build test-data
 
 bench: build
 	$(BUILD)/peft_bench
+
+# peft.cpp against PEFT on the same CPU, model shape (SmolLM2-135M), token batches and threads, interleaved;
+# BENCH_PEFT_ARGS picks rows, steps and rounds (.venv/bin/python bench/bench_peft.py --help).
+BENCH_PEFT_ARGS ?=
+bench-peft: build
+	.venv/bin/python bench/bench_peft.py $(BENCH_PEFT_ARGS)
 
 # Compiles every target against the CUDA torch wheel (.venv-cuda, build-cuda); runs nothing.
 check-cuda-build:

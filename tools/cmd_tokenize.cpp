@@ -1,5 +1,6 @@
 // `peft tokenize`: encodes JSON strings read one per line from stdin into JSON arrays of token
 // ids with a tokenizer.json (or decodes arrays of ids back into strings with --decode).
+#include <cstdint>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -40,25 +41,32 @@ int run_tokenize(const std::vector<std::string>& args) {
     nlohmann::json value;
     try {
       value = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // syntax, and numbers beyond double (out_of_range)
       throw std::runtime_error("stdin line " + std::to_string(number) + ": not valid JSON: " + e.what());
     }
     if (decode) {
       std::vector<int32_t> ids;
       bool ok = value.is_array();
       for (auto& v : value) {
-        ok = ok && v.is_number_integer();
-        if (ok) ids.push_back(v.get<int32_t>());
+        ok = ok && v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX &&
+             !(v.is_number_unsigned() && v.get<uint64_t>() > INT32_MAX);
+        if (ok) ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
       }
-      if (!ok) throw std::runtime_error("stdin line " + std::to_string(number) + ": expected a JSON array of token ids");
-      std::cout << nlohmann::json(tokenizer.decode(ids, skip_special)).dump(-1, ' ', false,
-                                                                            nlohmann::json::error_handler_t::replace)
-                << '\n';
+      if (!ok)
+        throw std::runtime_error("stdin line " + std::to_string(number) +
+                                 ": expected a JSON array of token ids (integers from 0 to 2^31-1)");
+      std::string text;
+      try {
+        text = tokenizer.decode(ids, skip_special);
+      } catch (const std::exception& e) {
+        throw std::runtime_error("stdin line " + std::to_string(number) + ": " + e.what());
+      }
+      std::cout << nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << '\n';
     } else {
       if (!value.is_string()) throw std::runtime_error("stdin line " + std::to_string(number) + ": expected a JSON string");
       try {
         std::cout << nlohmann::json(tokenizer.encode(value.get<std::string>(), special)).dump() << '\n';
-      } catch (const std::runtime_error& e) {
+      } catch (const std::exception& e) {
         throw std::runtime_error("stdin line " + std::to_string(number) + ": " + e.what());
       }
     }

@@ -95,27 +95,27 @@ Flags::Flags(std::string command, std::string usage, std::string about, std::str
     : command_(std::move(command)), usage_(std::move(usage)), about_(std::move(about)), example_(std::move(example)) {}
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, std::string* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = v; }, [out] { return nlohmann::json(*out); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = v; }, [out] { return nlohmann::json(*out); }, {}});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, int64_t* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_int64(v); }, [out] { return nlohmann::json(*out); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_int64(v); }, [out] { return nlohmann::json(*out); }, {}});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, uint64_t* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_uint64(v); }, [out] { return nlohmann::json(*out); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_uint64(v); }, [out] { return nlohmann::json(*out); }, {}});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, double* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_double(v); }, [out] { return nlohmann::json(*out); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_double(v); }, [out] { return nlohmann::json(*out); }, {}});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, std::vector<std::string>* out) {
-  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_list(v); }, [out] { return nlohmann::json(*out); }});
+  flags_.push_back({name, arg, help, [out](const std::string& v) { *out = to_list(v); }, [out] { return nlohmann::json(*out); }, {}});
 }
 
 void Flags::flag(const std::string& name, const std::string& arg, const std::string& help, Setter set, Getter get) {
-  flags_.push_back({name, arg, help, std::move(set), std::move(get)});
+  flags_.push_back({name, arg, help, std::move(set), std::move(get), {}});
 }
 
 nlohmann::json Flags::values() const {
@@ -126,7 +126,7 @@ nlohmann::json Flags::values() const {
 }
 
 void Flags::toggle(const std::string& name, const std::string& help, bool* out) {
-  flags_.push_back({name, "", help, [out](const std::string& v) { *out = to_bool(v); }, [out] { return nlohmann::json(*out); }});
+  flags_.push_back({name, "", help, [out](const std::string& v) { *out = to_bool(v); }, [out] { return nlohmann::json(*out); }, {}});
 }
 
 void Flags::positional(const std::string& name, std::string* out) {
@@ -136,10 +136,22 @@ void Flags::positional(const std::string& name, std::string* out) {
 
 void Flags::options_note(std::string note) { options_note_ = std::move(note); }
 
+void Flags::alias(const std::string& name, const std::string& other) {
+  for (auto& f : flags_)
+    if (f.name == name) {
+      f.aliases.push_back(other);
+      return;
+    }
+  throw std::logic_error("Flags::alias: no flag --" + name);
+}
+
 const Flags::Flag* Flags::find(const std::string& name) const {
   auto n = normalise(name);
-  for (auto& f : flags_)
+  for (auto& f : flags_) {
     if (normalise(f.name) == n) return &f;
+    for (auto& a : f.aliases)
+      if (normalise(a) == n) return &f;
+  }
   return nullptr;
 }
 
@@ -246,7 +258,9 @@ std::string Flags::help() const {
     os << "\noptions" << (options_note_.empty() ? "" : " (" + options_note_ + ")") << ":\n";
     for (auto& f : flags_) {
       std::string flag = "  --" + f.name + (f.arg.empty() ? "" : " " + f.arg);
-      os << flag << std::string(width - flag.size(), ' ') << f.help << "\n";
+      std::string also;
+      for (auto& a : f.aliases) also += (also.empty() ? " (also --" : ", --") + a;
+      os << flag << std::string(width - flag.size(), ' ') << f.help << (also.empty() ? "" : also + ")") << "\n";
     }
     std::string flag = "  --help";
     os << flag << std::string(width - flag.size(), ' ') << "this text\n";

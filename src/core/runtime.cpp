@@ -2,8 +2,10 @@
 // Debian's libtorch started with one intra-op thread on a two-core machine, so we set it ourselves.
 #include "peft/core/runtime.h"
 
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -72,6 +74,41 @@ std::string shared_cores_note(int threads, double seconds) {
      << "because the threads wait for each other. On a shared machine run with PEFT_NUM_THREADS=1 "
         "(or fewer threads than free cores).";
   return os.str();
+}
+
+bool cpu_has_native_bf16() {
+  std::ifstream in("/proc/cpuinfo");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line);
+    for (std::string w; words >> w;)
+      if (w == "avx512_bf16" || w == "amx_bf16") return true;
+    return false;
+  }
+  return false;
+}
+
+std::string bf16_cpu_note() {
+  if (cpu_has_native_bf16()) return "";
+  // Seconds per n^3 matmul in `dtype`, the best of three after one warm-up.
+  auto seconds = [](at::ScalarType dtype, int64_t n) {
+    at::NoGradGuard no_grad;
+    auto a = at::randn({n, n}).to(dtype), b = at::randn({n, n}).to(dtype);
+    at::mm(a, b);
+    double best = 1e30;
+    for (int i = 0; i < 3; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      at::mm(a, b);
+      best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return best;
+  };
+  const double ratio = seconds(at::kBFloat16, 128) / std::max(seconds(at::kFloat, 128), 1e-9);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f", ratio);
+  return std::string("note: this CPU has no native bfloat16 units (no AVX512-BF16 or AMX): a bfloat16 matmul "
+                     "measured here is ") + buf + "x slower than a float32 one, so a bfloat16 base makes every "
+                     "step slower, not faster. Use --dtype float32 (without --bf16) on this machine.";
 }
 
 }  // namespace peft

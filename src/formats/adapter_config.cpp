@@ -3,9 +3,11 @@
 #include "peft/formats/adapter_config.h"
 
 #include <cmath>
+#include <cstdint>
 #include <filesystem>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
 #include "peft/core/file_io.h"
 
@@ -19,14 +21,19 @@ void AdapterConfig::validate() const {
     return os.str();
   };
   if (lora_dropout < 0 || lora_dropout >= 1) errors.push_back("lora_dropout (" + num(lora_dropout) + ") must be in [0, 1)");
+  // No layer is wider than this; a larger rank is a typo, and rank sums over modules stay far from overflow.
+  constexpr int64_t kMaxRank = int64_t{1} << 20;
+  auto rank_ok = [&](const std::string& what, int64_t v) {
+    if (v <= 0) errors.push_back(what + " (" + std::to_string(v) + ") must be > 0");
+    else if (v > kMaxRank) errors.push_back(what + " (" + std::to_string(v) + ") is larger than any layer (at most 2^20)");
+  };
   if (peft_type == PeftType::Lora) {
-    if (r <= 0) errors.push_back("r (" + std::to_string(r) + ") must be > 0");
-    for (auto& [k, v] : lora_rank_pattern)
-      if (v <= 0) errors.push_back("rank_pattern[\"" + k + "\"] (" + std::to_string(v) + ") must be > 0");
+    rank_ok("r", r);
+    for (auto& [k, v] : lora_rank_pattern) rank_ok("rank_pattern[\"" + k + "\"]", v);
   } else {
-    if (init_r <= 0) errors.push_back("init_r (" + std::to_string(init_r) + ") must be > 0");
-    if (target_r <= 0) errors.push_back("target_r (" + std::to_string(target_r) + ") must be > 0");
-    if (target_r >= init_r && init_r > 0 && target_r > 0) {
+    rank_ok("init_r", init_r);
+    rank_ok("target_r", target_r);
+    if (target_r >= init_r && init_r > 0 && target_r > 0 && init_r <= kMaxRank) {
       errors.push_back("target_r (" + std::to_string(target_r) + ") must be smaller than init_r (" +
                        std::to_string(init_r) + "): AdaLoRA prunes from init_r down to target_r on average; "
                        "raise init_r or lower target_r");
@@ -109,13 +116,31 @@ nlohmann::json AdapterConfig::to_json() const {
 }
 
 namespace {
+// The value of `key`, or `dflt` when it is absent or null. Integers must be written as integers in
+// int64 range (JSON's 2.5 or 1e300 is not a rank); numbers as numbers, strings as strings.
 template <typename T>
 T get(const nlohmann::json& j, const char* key, T dflt, const std::string& origin) {
   if (!j.contains(key) || j[key].is_null()) return dflt;
+  const auto& v = j[key];
+  auto wrong = [&](const std::string& expected) {
+    return std::invalid_argument(origin + ": key \"" + key + "\" must be " + expected + ", got " + v.dump());
+  };
+  if constexpr (std::is_same_v<T, int64_t>) {
+    if (!v.is_number_integer()) throw wrong("an integer");
+    if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) throw wrong("an integer below 2^63");
+  } else if constexpr (std::is_same_v<T, double>) {
+    if (!v.is_number()) throw wrong("a number");
+  } else if constexpr (std::is_same_v<T, std::map<std::string, int64_t>>) {
+    if (!v.is_object()) throw wrong("an object of integers");
+    for (auto it = v.begin(); it != v.end(); ++it)
+      if (!it->is_number_integer() || (it->is_number_unsigned() && it->template get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)))
+        throw std::invalid_argument(origin + ": key \"" + key + "\": \"" + it.key() + "\" must be an integer, got " +
+                                    it->dump());
+  }
   try {
-    return j[key].get<T>();
+    return v.get<T>();
   } catch (const std::exception&) {
-    throw std::invalid_argument(origin + ": key \"" + key + "\" has the wrong type: " + j[key].dump());
+    throw std::invalid_argument(origin + ": key \"" + key + "\" has the wrong type: " + v.dump());
   }
 }
 }  // namespace

@@ -142,7 +142,8 @@ class EncoderForClassification : public Model {
     at::Tensor mask;
     if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, x.scalar_type());
     for (size_t i = 0; i < encoder_->encoder->layer->size(); ++i) {
-      x = encoder_->encoder->layer->ptr<Layer>(i)->forward(x, mask);
+      auto layer = encoder_->encoder->layer->ptr<Layer>(i);
+      x = run_block([layer, mask](const at::Tensor& in) { return layer->forward(in, mask); }, x, false);
     }
     ModelOutput out;
     if (config_.num_labels == 0) {

@@ -84,8 +84,11 @@ class GPT2LMHeadModel : public Model {
     if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, x.scalar_type());
     for (size_t i = 0; i < transformer->h->size(); ++i) {
       auto block = transformer->h->ptr<GPT2Block>(i);
-      x = x + block->attn->forward(block->ln_1->forward(x), mask, b.cache, i);
-      x = x + block->mlp->forward(block->ln_2->forward(x));
+      KVCache* cache = b.cache;
+      x = run_block([block, mask, cache, i](const at::Tensor& in) {
+            at::Tensor y = in + block->attn->forward(block->ln_1->forward(in), mask, cache, i);
+            return y + block->mlp->forward(block->ln_2->forward(y));
+          }, x, cache != nullptr);
     }
     x = transformer->ln_f->forward(x);
     ModelOutput out;

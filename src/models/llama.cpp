@@ -94,8 +94,11 @@ class LlamaForCausalLM : public Model {
     if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, h.scalar_type());
     for (size_t i = 0; i < model->layers->size(); ++i) {
       auto layer = model->layers->ptr<LlamaDecoderLayer>(i);
-      h = h + layer->self_attn->forward(layer->input_layernorm->forward(h), cos, sin, mask, b.cache, i);
-      h = h + layer->mlp->forward(layer->post_attention_layernorm->forward(h));
+      KVCache* cache = b.cache;
+      h = run_block([layer, cos = cos, sin = sin, mask, cache, i](const at::Tensor& x) {
+            at::Tensor y = x + layer->self_attn->forward(layer->input_layernorm->forward(x), cos, sin, mask, cache, i);
+            return y + layer->mlp->forward(layer->post_attention_layernorm->forward(y));
+          }, h, cache != nullptr);
     }
     h = model->norm->forward(h);
     ModelOutput out;

@@ -13,6 +13,8 @@
 
 #include "core/compat.h"
 #include "peft/models/model_family.h"
+#include "peft/layers/checkpoint.h"
+#include "peft/layers/cross_entropy.h"
 #include "peft/core/file_io.h"
 #include "peft/formats/safetensors.h"
 
@@ -34,6 +36,14 @@ std::vector<std::pair<std::string, std::shared_ptr<LinearImpl>>> Model::linear_m
     if (auto lin = std::dynamic_pointer_cast<LinearImpl>(item.value())) out.emplace_back(item.key(), lin);
   }
   return out;
+}
+
+at::Tensor Model::run_block(const std::function<at::Tensor(const at::Tensor&)>& block, const at::Tensor& x,
+                            bool has_cache) const {
+  if (!gradient_checkpointing || !is_training() || has_cache || !at::GradMode::is_enabled()) return block(x);
+  // The first block's input (frozen embeddings) needs no gradient, but the checkpoint's output must
+  // have one for backward to reach the adapters inside: a leaf that asks for it.
+  return checkpoint(block, x.requires_grad() ? x : x.detach().requires_grad_(true));
 }
 
 bool Model::ignorable_key(const std::string& key) const {
@@ -101,10 +111,13 @@ void Model::init_weights(double initializer_range) {
 }
 
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
-  auto T = logits.size(1);
-  auto shift_logits = logits.narrow(1, 0, T - 1).to(at::kFloat).reshape({-1, logits.size(-1)});
-  auto shift_labels = labels.narrow(1, 1, T - 1).reshape({-1}).to(at::kLong);
-  return at::cross_entropy_loss(shift_logits, shift_labels, {}, at::Reduction::Mean, -100);
+  // The labels are shifted, not the logits (as transformers does): every row's last position predicts
+  // nothing (-100), and the logits are used in place, without a copy of their (B, T, V) size.
+  const auto T = labels.size(1);
+  const at::Tensor shifted = at::constant_pad_nd(labels.narrow(1, 1, T - 1), {0, 1}, -100).reshape({-1}).to(at::kLong);
+  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
+  if (flat.scalar_type() != at::kFloat) flat = flat.to(at::kFloat);
+  return fused_cross_entropy(flat, shifted);
 }
 
 at::ScalarType parse_dtype(const std::string& name) {

@@ -75,12 +75,15 @@ Flags train_flags(TrainOptions& o) {
   f.flag("modules_to_save", "LIST", "comma-separated modules trained in full and saved with the adapter (classification: classifier)",
          &a.modules_to_save);
   // run
-  f.flag("epochs", "N", "passes over the training data (default 1)", &o.epochs);
+  f.flag("epochs", "F", "passes over the training data, fractions allowed (default 1)", &o.epochs);
   given_int(f, "max-steps", "N", "optimizer steps; overrides --epochs", &o.max_steps, &o.max_steps_set);
   f.flag("batch-size", "N", "examples per micro-batch (default 8)", &o.batch_size);
+  f.flag("eval-batch-size", "N", "examples per evaluation batch (default: --batch-size)", &o.eval_batch_size);
   f.flag("grad-accum", "N", "micro-batches per optimizer step (default 1)", &o.grad_accum);
   f.flag("max-length", "N", "truncate examples to this many tokens (default 512)", &o.max_length);
   f.toggle("pack", "pack several examples per row (causal LM data)", &o.pack);
+  f.toggle("gradient-checkpointing", "recompute each block's activations in backward: less memory, one more forward",
+           &o.gradient_checkpointing);
   f.flag("lr", "F", "peak learning rate (default 1e-3)", &o.lr);
   f.flag("lr-scheduler", "NAME", "linear (default), cosine or constant, after warm-up", &o.lr_scheduler);
   f.flag("warmup-steps", "N", "learning-rate warm-up steps (default 0)", &o.warmup_steps);
@@ -96,9 +99,27 @@ Flags train_flags(TrainOptions& o) {
   f.flag("save-total-limit", "N", "checkpoints kept (default 2)", &o.save_total_limit);
   f.flag("seed", "N", "seed of initialisation, shuffling and dropout (default 42)", &o.seed);
   f.flag("dtype", "NAME", "base weights float32 (default) or bfloat16; adapters stay float32", &o.dtype);
+  f.flag("bf16", "", "bfloat16 frozen base, float32 adapters and optimizer (= --dtype bfloat16)",
+         [&o](const std::string& v) { o.dtype = Flags::to_bool(v.empty() ? "true" : v) ? "bfloat16" : "float32"; },
+         [&o] { return nlohmann::json(o.dtype == "bfloat16"); });
   f.flag("device", "NAME", "cpu (default) or cuda", &o.device);
   f.toggle("quiet", "no progress lines", &o.quiet);
   f.toggle("report", "write report.html at the end (default true; --report=false to skip)", &o.report);
+  // transformers' TrainingArguments names, where the meaning is the same, so its command lines carry over.
+  for (auto [name, other] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"lr", "learning_rate"},
+           {"epochs", "num_train_epochs"},
+           {"batch-size", "per_device_train_batch_size"},
+           {"eval-batch-size", "per_device_eval_batch_size"},
+           {"grad-accum", "gradient_accumulation_steps"},
+           {"lr-scheduler", "lr_scheduler_type"},
+           {"adam-beta1", "adam_beta1"},
+           {"adam-beta2", "adam_beta2"},
+           {"adam-eps", "adam_epsilon"},
+           {"max-grad-norm", "max_grad_norm"},
+           {"overwrite-output-dir", "overwrite_output_dir"},
+           {"resume", "resume_from_checkpoint"}})
+    f.alias(name, other);
   return f;
 }
 
@@ -154,7 +175,9 @@ void check_values(const TrainOptions& o) {
   if (o.grad_accum <= 0) fail("grad-accum", std::to_string(o.grad_accum), "must be >= 1");
   if (o.max_steps_set && o.max_steps < 1)
     fail("max-steps", std::to_string(o.max_steps), "must be >= 1 (leave it out to train for --epochs)");
-  if (!o.max_steps_set && o.epochs <= 0) fail("epochs", std::to_string(o.epochs), "must be >= 1 (or give --max-steps)");
+  if (!o.max_steps_set && !(std::isfinite(o.epochs) && o.epochs > 0 && o.epochs <= 1e6))
+    fail("epochs", num(o.epochs), "must be a number > 0 and at most 1e6 (or give --max-steps)");
+  if (o.eval_batch_size < 0) fail("eval-batch-size", std::to_string(o.eval_batch_size), "must be >= 1 (0: --batch-size)");
   if (o.max_length < 2) fail("max-length", std::to_string(o.max_length), "must be >= 2 (a token and the one it predicts)");
   if (!(o.eval_fraction >= 0 && o.eval_fraction < 1)) fail("eval-fraction", num(o.eval_fraction), "must be in [0, 1)");
   if (!(o.warmup_ratio >= 0 && o.warmup_ratio <= 1)) fail("warmup-ratio", num(o.warmup_ratio), "must be in [0, 1]");

@@ -1,6 +1,7 @@
 // The optimizer-step loop of `peft train`: data -> forward/backward over micro-batches -> clip ->
 // AdamW -> update_and_allocate -> zero_grad, then log, evaluate and checkpoint; exact resume.
 #include "peft/train/trainer.h"
+#include "peft/core/runtime.h"
 
 #include <algorithm>
 #include <chrono>
@@ -41,6 +42,10 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   device_ = lo.device;
   if (opt_.method == "full" && lo.dtype != at::kFloat)
     throw std::invalid_argument("--method full trains every weight in float32; drop --dtype " + opt_.dtype);
+  if (lo.dtype == at::kBFloat16 && lo.device.is_cpu()) {
+    const std::string note = bf16_cpu_note();
+    if (!note.empty()) say(note + "\n");
+  }
   if (opt_.from_scratch && opt_.method != "full")
     throw std::invalid_argument("--from-scratch needs --method full (an adapter on random weights learns nothing useful)");
   run_dir_ = std::make_unique<RunDir>(opt_.output_dir, !opt_.resume.empty(), opt_.overwrite_output_dir,
@@ -49,6 +54,7 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   at::manual_seed(opt_.seed);
   model_ = opt_.from_scratch ? build_model(read_model_config((fs::path(opt_.model_dir) / "config.json").string()), lo)
                              : load_model(opt_.model_dir, lo);
+  model_->gradient_checkpointing = opt_.gradient_checkpointing;
   load_data();
   plan();
   if (opt_.method == "full") {
@@ -142,7 +148,12 @@ void Trainer::plan() {
     total_steps_ = opt_.max_steps;
     os << "total_step " << total_steps_ << " (--max-steps)";
   } else {
-    total_steps_ = std::max<int64_t>(1, opt_.epochs * per_epoch / opt_.grad_accum);
+    // Whole epochs: every micro-batch of them, grouped by grad_accum; a fraction rounds up, as transformers does.
+    const double exact = opt_.epochs * static_cast<double>(per_epoch) / static_cast<double>(opt_.grad_accum);
+    total_steps_ = std::floor(opt_.epochs) == opt_.epochs
+                       ? static_cast<int64_t>(opt_.epochs) * per_epoch / opt_.grad_accum
+                       : static_cast<int64_t>(std::ceil(exact));
+    total_steps_ = std::max<int64_t>(1, total_steps_);
     os << "total_step " << total_steps_ << " = " << opt_.epochs << " epoch(s) x " << per_epoch
        << " micro-batches of " << opt_.batch_size << " / grad_accum " << opt_.grad_accum;
   }
@@ -169,7 +180,8 @@ void Trainer::plan() {
 EvalResult Trainer::evaluate() {
   if (!eval_data_) return {};
   try {
-    return peft_ ? peft::evaluate(*peft_, *eval_data_, opt_.batch_size) : peft::evaluate(*model_, *eval_data_, opt_.batch_size);
+    const int64_t batch = opt_.eval_batch_size > 0 ? opt_.eval_batch_size : opt_.batch_size;
+    return peft_ ? peft::evaluate(*peft_, *eval_data_, batch) : peft::evaluate(*model_, *eval_data_, batch);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument((opt_.eval_data.empty() ? opt_.data + " (held-out part)" : opt_.eval_data) + ": " + e.what());
   }

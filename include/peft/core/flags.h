@@ -36,6 +36,9 @@ class Flags {
   void flag(const std::string& name, const std::string& arg, const std::string& help, Setter set, Getter get = {});
   // A switch: `--name` alone sets true; `--name=V` (or a recipe value) takes true/false, yes/no, 1/0.
   void toggle(const std::string& name, const std::string& help, bool* out);
+  // Another spelling of the flag `name`, defined before (transformers' "learning_rate" for "lr"): it
+  // sets the same value, in flags and recipe files; --help lists it once, after the flag's help.
+  void alias(const std::string& name, const std::string& other);
   // The positional argument (at most one): its name in messages ("DIR") and where it goes.
   void positional(const std::string& name, std::string* out);
   // Shown in --help as "options (NOTE):".
@@ -74,6 +77,7 @@ class Flags {
     std::string name, arg, help;
     Setter set;
     Getter get;
+    std::vector<std::string> aliases;
   };
   const Flag* find(const std::string& name) const;
   [[noreturn]] void unknown(const std::string& name) const;

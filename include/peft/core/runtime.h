@@ -20,4 +20,13 @@ double busy_cores(double seconds = 0.25);
 // Empty when `threads` is 1 or the cores are free. Takes `seconds` to measure.
 std::string shared_cores_note(int threads, double seconds = 0.25);
 
+// Whether the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo); without
+// it libtorch's bf16 matmul takes a slow path, often 50-200x slower than float32.
+bool cpu_has_native_bf16();
+
+// For a bfloat16 base on the CPU: empty when the CPU has native bf16; else a note that says so, how
+// much slower a bf16 matmul measured here is than a float32 one (a probe of about 0.1 s), and that
+// float32 is the faster choice.
+std::string bf16_cpu_note();
+
 }  // namespace peft

@@ -5,6 +5,7 @@
 #include <torch/nn/module.h>
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -46,6 +47,9 @@ class Model : public torch::nn::Module {
   virtual ModelOutput forward(const Batch& batch) = 0;
 
   const ModelConfig& config() const { return config_; }
+  // Recompute each block's activations in backward instead of keeping them (train --gradient-checkpointing):
+  // less memory for one more forward of every block. Applies in training mode without a KV cache.
+  bool gradient_checkpointing = false;
   // Where the weights live (the first parameter's device; the CPU for a model without any).
   at::Device device() const;
   // Every Linear by its state-dict path, e.g. "model.layers.0.self_attn.q_proj", in module order.
@@ -68,6 +72,11 @@ class Model : public torch::nn::Module {
   void init_weights(double initializer_range = 0.02);
 
  protected:
+  // block(x), through peft::checkpoint when gradient_checkpointing applies (training, grad mode, no cache).
+  // The block must hold what it uses by value: backward runs it again after forward has returned.
+  at::Tensor run_block(const std::function<at::Tensor(const at::Tensor&)>& block, const at::Tensor& x,
+                       bool has_cache) const;
+
   ModelConfig config_;
 };
 

@@ -31,12 +31,14 @@ struct TrainOptions {
   bool tinit_set = false, tfinal_set = false, deltaT_set = false, total_step_set = false, max_steps_set = false;
 
   // Schedule of the run
-  int64_t epochs = 1;
+  double epochs = 1;              // passes over the data; fractions allowed (0.5: half of one)
   int64_t max_steps = 0;          // > 0: optimizer steps, overrides epochs
   int64_t batch_size = 8;
+  int64_t eval_batch_size = 0;    // 0: batch_size
   int64_t grad_accum = 1;
   int64_t max_length = 512;
   bool pack = false;
+  bool gradient_checkpointing = false;  // recompute block activations in backward (less memory)
   double lr = 1e-3;
   std::string lr_scheduler = "linear";  // linear | cosine | constant
   int64_t warmup_steps = 0;
