@@ -9,7 +9,7 @@ ROOT="$PWD"
 BUILD="${FUZZ_BUILD:-build-fuzz}"
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 JOBS="${JOBS:-2}"
-TARGETS="${FUZZ_TARGETS:-safetensors safetensors_index model_config adapter_config tokenizer jsonl}"
+TARGETS="${FUZZ_TARGETS:-safetensors safetensors_index model_config adapter_config tokenizer jsonl gguf}"
 LOCK=/tmp/peft-build.lock
 
 # clang and its libFuzzer runtime (Debian packages), installed once.
