@@ -1,14 +1,10 @@
-// LoRA and AdaLoRA layers: forward, weight delta and initialisation as PEFT computes them (AdaLoRA
-// divides by ranknum + 1e-5 in float32, ranknum = init_r for the whole run).
+// LoRA and AdaLoRA layers: forward, weight delta and initialisation exactly as PEFT computes them.
+// AdaLoRA divides by (ranknum + 1e-5) in float32, with ranknum = init_r for the whole run.
 #include "peft/layers/adapter.h"
 
 #include <cmath>
 
 namespace peft {
-
-// The scaling is applied to the rank-r intermediate rather than to the output: the same product, with
-// roundings that differ from PEFT's in the last bit, and r instead of out columns of element-wise work.
-at::Tensor AdapterLayer::forward(const at::Tensor& x) { return at::matmul(down(x), up().t()); }
 
 at::Tensor AdapterLayer::apply_dropout(const at::Tensor& x) const {
   if (dropout > 0.0 && training) return at::dropout(x, dropout, true);
@@ -31,9 +27,9 @@ void LoraLayer::reset_parameters() {
   lora_B.zero_();
 }
 
-at::Tensor LoraLayer::down(const at::Tensor& x) {
+at::Tensor LoraLayer::forward(const at::Tensor& x) {
   at::Tensor h = apply_dropout(x.to(lora_A.scalar_type()));
-  return at::linear(h, lora_A) * scaling;
+  return at::linear(at::linear(h, lora_A), lora_B) * scaling;
 }
 
 at::Tensor LoraLayer::delta_weight() const { return at::matmul(lora_B, lora_A) * scaling; }
@@ -71,10 +67,10 @@ static at::Tensor ranknum_tensor(double ranknum, const at::Tensor& like) {
   return at::full({1}, denom, like.options().dtype(at::kFloat)).to(like.scalar_type());
 }
 
-at::Tensor AdaLoraLayer::down(const at::Tensor& x) {
+at::Tensor AdaLoraLayer::forward(const at::Tensor& x) {
   at::Tensor h = apply_dropout(x.to(lora_A.scalar_type()));
-  at::Tensor t = at::matmul(h, (lora_A * lora_E).t());
-  return t.mul(scaling).div(ranknum_tensor(ranknum, t));
+  at::Tensor out = at::matmul(at::matmul(h, (lora_A * lora_E).t()), lora_B.t());
+  return out.mul(scaling).div(ranknum_tensor(ranknum, out));
 }
 
 at::Tensor AdaLoraLayer::delta_weight() const {

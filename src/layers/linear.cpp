@@ -23,14 +23,8 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
   } else {
     y = at::linear(x, weight, bias);
   }
-  if (!adapter || merged) return y;
-  at::Tensor t = adapter->down(x);
-  if (t.scalar_type() != y.scalar_type()) return y + at::matmul(t, adapter->up().t()).to(y.scalar_type());
-  // y + t B^T as one GEMM that accumulates into the base output (no separate add over the out columns).
-  const int64_t r = t.size(-1);
-  if (r == 0) return y;  // an AdaLoRA module pruned to rank 0 adds nothing
-  const int64_t rows = y.numel() / out_features_;
-  return at::addmm(y.reshape({rows, out_features_}), t.reshape({rows, r}), adapter->up().t()).view(y.sizes());
+  if (adapter && !merged) y = y + adapter->forward(x).to(y.scalar_type());
+  return y;
 }
 
 void LinearImpl::merge(bool safe) {

@@ -111,13 +111,10 @@ void Model::init_weights(double initializer_range) {
 }
 
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
-  // The labels are shifted, not the logits (as transformers does): every row's last position predicts
-  // nothing (-100), and the logits are used in place, without a copy of their (B, T, V) size.
-  const auto T = labels.size(1);
-  const at::Tensor shifted = at::constant_pad_nd(labels.narrow(1, 1, T - 1), {0, 1}, -100).reshape({-1}).to(at::kLong);
-  at::Tensor flat = logits.reshape({-1, logits.size(-1)});
-  if (flat.scalar_type() != at::kFloat) flat = flat.to(at::kFloat);
-  return fused_cross_entropy(flat, shifted);
+  auto T = logits.size(1);
+  auto shift_logits = logits.narrow(1, 0, T - 1).to(at::kFloat).reshape({-1, logits.size(-1)});
+  auto shift_labels = labels.narrow(1, 1, T - 1).reshape({-1}).to(at::kLong);
+  return at::cross_entropy_loss(shift_logits, shift_labels, {}, at::Reduction::Mean, -100);
 }
 
 at::ScalarType parse_dtype(const std::string& name) {

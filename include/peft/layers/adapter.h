@@ -15,13 +15,8 @@ class AdapterLayer {
       : in_features(in_features), out_features(out_features), dropout(dropout) {}
   virtual ~AdapterLayer() = default;
 
-  // The adapter's contribution to the projection's output for input x (…, in): up(down(x)).
-  at::Tensor forward(const at::Tensor& x);
-  // The rank-r side of it, scaled: dropout(x) A^T * scaling for LoRA (…, r). Scaling the r columns
-  // here instead of the out columns of the result is the same product with far less element-wise work.
-  virtual at::Tensor down(const at::Tensor& x) = 0;
-  // The up-projection B (out, r) that down's result is multiplied by (transposed).
-  virtual const at::Tensor& up() const = 0;
+  // The adapter's contribution to the projection's output for input x (…, in).
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
   // The same contribution as a weight delta, (out, in).
   virtual at::Tensor delta_weight() const = 0;
   // Trainable tensors with PEFT's local names ("lora_A", "lora_E", "lora_B").
@@ -41,8 +36,7 @@ class LoraLayer : public AdapterLayer {
  public:
   LoraLayer(int64_t in_features, int64_t out_features, int64_t r, double alpha, bool use_rslora,
             double dropout, const at::TensorOptions& options);
-  at::Tensor down(const at::Tensor& x) override;
-  const at::Tensor& up() const override { return lora_B; }
+  at::Tensor forward(const at::Tensor& x) override;
   at::Tensor delta_weight() const override;
   std::vector<std::pair<std::string, at::Tensor*>> parameters() override;
   int64_t rank() const override { return lora_A.size(0); }
@@ -59,8 +53,7 @@ class AdaLoraLayer : public AdapterLayer {
  public:
   AdaLoraLayer(int64_t in_features, int64_t out_features, int64_t r, double lora_alpha, double dropout,
                const at::TensorOptions& options);
-  at::Tensor down(const at::Tensor& x) override;
-  const at::Tensor& up() const override { return lora_B; }
+  at::Tensor forward(const at::Tensor& x) override;
   at::Tensor delta_weight() const override;
   std::vector<std::pair<std::string, at::Tensor*>> parameters() override;
   int64_t rank() const override { return lora_A.size(0); }
