@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev            # unit tests
   libpcre2-dev            # Unicode regex for tokenizer pre-tokenizers (\p{L}, lookahead)
   libutf8proc-dev         # Unicode normalisation (NFC/NFD/NFKC) and categories
+  libgloo-dev             # Gloo's headers for data-parallel training on the CPU (libtorch holds Gloo; only the headers are used)
   fortune-mod fortunes fortunes-min  # freely licensed English text for the demo model and data
   jq                      # JSON in shell scripts: scripts/demo.sh, scripts/make-demo-data.sh
   chromium                # headless browser for the report.html rendering test

@@ -138,11 +138,27 @@ TokenBatch DataLoader::batch(LoaderPosition p) const {
 
 TokenBatch DataLoader::next() {
   TokenBatch b = batch(position_);
-  if (++position_.step == steps_per_epoch()) {
-    position_.step = 0;
-    ++position_.epoch;
-  }
+  advance(1);
   return b;
+}
+
+namespace {
+
+LoaderPosition moved(LoaderPosition p, int64_t steps, int64_t per_epoch) {
+  const int64_t at = p.step + steps;
+  return {p.epoch + at / per_epoch, at % per_epoch};
+}
+
+}  // namespace
+
+TokenBatch DataLoader::peek(int64_t offset) const {
+  if (offset < 0) throw std::out_of_range("loader offset " + std::to_string(offset) + " is negative");
+  return batch(moved(position_, offset, steps_per_epoch()));
+}
+
+void DataLoader::advance(int64_t steps) {
+  if (steps < 0) throw std::out_of_range("loader steps " + std::to_string(steps) + " is negative");
+  position_ = moved(position_, steps, steps_per_epoch());
 }
 
 }  // namespace peft

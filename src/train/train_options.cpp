@@ -103,6 +103,9 @@ Flags train_flags(TrainOptions& o) {
          [&o](const std::string& v) { o.dtype = Flags::to_bool(v.empty() ? "true" : v) ? "bfloat16" : "float32"; },
          [&o] { return nlohmann::json(o.dtype == "bfloat16"); });
   f.flag("device", "NAME", "cpu (default) or cuda", &o.device);
+  f.flag("nproc-per-node", "N", "train as N data-parallel processes of this machine (or start under torchrun; docs/distributed.md)",
+         &o.nproc_per_node);
+  f.flag("dist-timeout", "S", "data parallel: seconds a process waits for the others before it stops (default 300)", &o.dist_timeout);
   f.toggle("quiet", "no progress lines", &o.quiet);
   f.toggle("report", "write report.html at the end (default true; --report=false to skip)", &o.report);
   // transformers' TrainingArguments names, where the meaning is the same, so its command lines carry over.
@@ -191,6 +194,10 @@ void check_values(const TrainOptions& o) {
   if (o.eval_steps < 0) fail("eval-steps", std::to_string(o.eval_steps), "must be >= 0 (0: at the start and the end)");
   if (o.save_steps < 0) fail("save-steps", std::to_string(o.save_steps), "must be >= 0 (0: at the end)");
   if (o.save_total_limit < 1) fail("save-total-limit", std::to_string(o.save_total_limit), "must be >= 1");
+  if (o.nproc_per_node < 0 || o.nproc_per_node > 1024)
+    fail("nproc-per-node", std::to_string(o.nproc_per_node), "must be from 1 to 1024 processes");
+  if (!(std::isfinite(o.dist_timeout) && o.dist_timeout > 0 && o.dist_timeout <= 86400))
+    fail("dist-timeout", num(o.dist_timeout), "must be a number of seconds > 0 and at most 86400");
 }
 
 }  // namespace

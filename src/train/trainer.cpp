@@ -1,5 +1,6 @@
-// The optimizer-step loop of `peft train`: data -> forward/backward over micro-batches -> clip ->
-// AdamW -> update_and_allocate -> zero_grad, then log, evaluate and checkpoint; exact resume.
+// The optimizer-step loop of `peft train`: data -> forward/backward over micro-batches -> (all-reduce
+// across processes) -> clip -> AdamW -> update_and_allocate -> zero_grad, then log, evaluate and
+// checkpoint; exact resume.
 #include "peft/train/trainer.h"
 #include "peft/core/runtime.h"
 
@@ -33,9 +34,53 @@ std::string number(double v) {
   return os.str();
 }
 
+// FNV-1a, for checksums that every process computes alike.
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return h;
+}
+constexpr uint64_t kFnvBasis = 14695981039346656037ULL;
+
+// Whether a dataset has anything evaluate() scores: a classification example, or a label after the
+// first token of an example.
+bool has_targets(const Dataset& data) {
+  for (const auto& ex : data.examples()) {
+    if (ex.class_label) return true;
+    for (size_t t = 1; t < ex.labels.size(); ++t)
+      if (ex.labels[t] != kIgnoreIndex) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
-Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
+Trainer::Trainer(TrainOptions options, std::shared_ptr<World> world)
+    : opt_(std::move(options)), world_(world ? std::move(world) : std::make_shared<World>()) {
+  world_->all_succeed([this] { setup(); }, "preparing the run");
+  if (world_->distributed()) {
+    // The same adapter, optimizer step and data position everywhere (bits of the values, summed as integers).
+    uint64_t h = kFnvBasis;
+    const int64_t state[] = {start_step_, micro_, loader_->position().epoch, loader_->position().step,
+                             optimizer_->step_count(),
+                             trainable().values().view(at::kInt).to(at::kLong).sum().item<int64_t>()};
+    h = fnv1a(h, state, sizeof state);
+    world_->check_same(h, "the starting state (the adapter's initial values, the step, the data position)");
+  }
+}
+
+void Trainer::setup() {
+  if (world_->distributed()) {  // every process with rank 0's options, or a clear refusal
+    const auto mine = opt_.to_json();
+    const auto main = nlohmann::json::parse(world_->text_of_main("options", mine.dump()));
+    for (auto it = main.begin(); it != main.end(); ++it) {
+      const auto here = mine.value(it.key(), nlohmann::json());
+      if (here != it.value())
+        throw std::invalid_argument("this process was started with --" + it.key() + " " + here.dump() + ", rank 0 with " +
+                                    it.value().dump() + ": start every process with the same options");
+    }
+    if (opt_.device == "cuda") opt_.device = "cuda:" + std::to_string(world_->local_rank());
+  }
   if (opt_.model_dir.empty()) throw std::invalid_argument("--model is required (a Hugging Face model directory)");
   if (opt_.data.empty()) throw std::invalid_argument("--data is required (a JSONL file)");
   LoadOptions lo = load_options(opt_.dtype, opt_.device);
@@ -48,9 +93,11 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   }
   if (opt_.from_scratch && opt_.method != "full")
     throw std::invalid_argument("--from-scratch needs --method full (an adapter on random weights learns nothing useful)");
-  run_dir_ = std::make_unique<RunDir>(opt_.output_dir, !opt_.resume.empty(), opt_.overwrite_output_dir,
-                                      [this](const std::string& s) { say(s); });
-  log_ = std::make_unique<RunLog>(opt_.output_dir);
+  if (world_->is_main()) {  // one process owns the output directory
+    run_dir_ = std::make_unique<RunDir>(opt_.output_dir, !opt_.resume.empty(), opt_.overwrite_output_dir,
+                                        [this](const std::string& s) { say(s); });
+    log_ = std::make_unique<RunLog>(opt_.output_dir);
+  }
   at::manual_seed(opt_.seed);
   model_ = opt_.from_scratch ? build_model(read_model_config((fs::path(opt_.model_dir) / "config.json").string()), lo)
                              : load_model(opt_.model_dir, lo);
@@ -87,6 +134,8 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
   ao.eps = opt_.adam_eps;
   ao.weight_decay = opt_.weight_decay;
   optimizer_ = std::make_unique<AdamW>(trainable(), ao);
+  // Dropout differs between processes as between micro-batches; rank 0 keeps the stream of one process.
+  if (world_->rank() > 0) at::manual_seed(opt_.seed + 0x9E3779B97F4A7C15ULL * static_cast<uint64_t>(world_->rank()));
   if (!opt_.resume.empty()) {
     std::string path = opt_.resume;
     if (path == "latest") {
@@ -102,7 +151,7 @@ Trainer::Trainer(TrainOptions options) : opt_(std::move(options)) {
 Trainer::~Trainer() = default;
 
 void Trainer::say(const std::string& s) {
-  if (opt_.quiet) return;
+  if (opt_.quiet || !world_->is_main()) return;
   if (print) print(s);
   else std::cout << s << std::flush;
 }
@@ -143,23 +192,33 @@ void Trainer::load_data() {
 
 void Trainer::plan() {
   int64_t per_epoch = loader_->steps_per_epoch();
+  const int64_t procs = world_->size();
+  const int64_t per_step = opt_.grad_accum * procs;  // micro-batches of the global batch
   std::ostringstream os;
   if (opt_.max_steps > 0) {
     total_steps_ = opt_.max_steps;
     os << "total_step " << total_steps_ << " (--max-steps)";
   } else {
     // Whole epochs: every micro-batch of them, grouped by grad_accum; a fraction rounds up, as transformers does.
-    const double exact = opt_.epochs * static_cast<double>(per_epoch) / static_cast<double>(opt_.grad_accum);
+    const double exact = opt_.epochs * static_cast<double>(per_epoch) / static_cast<double>(per_step);
     total_steps_ = std::floor(opt_.epochs) == opt_.epochs
-                       ? static_cast<int64_t>(opt_.epochs) * per_epoch / opt_.grad_accum
+                       ? static_cast<int64_t>(opt_.epochs) * per_epoch / per_step
                        : static_cast<int64_t>(std::ceil(exact));
     total_steps_ = std::max<int64_t>(1, total_steps_);
     os << "total_step " << total_steps_ << " = " << opt_.epochs << " epoch(s) x " << per_epoch
-       << " micro-batches of " << opt_.batch_size << " / grad_accum " << opt_.grad_accum;
+       << " micro-batches of " << opt_.batch_size << " / ";
+    if (procs > 1) os << "(grad_accum " << opt_.grad_accum << " x " << procs << " processes)";
+    else os << "grad_accum " << opt_.grad_accum;
   }
   warmup_ = opt_.warmup_steps > 0 ? opt_.warmup_steps
                                   : static_cast<int64_t>(std::ceil(opt_.warmup_ratio * static_cast<double>(total_steps_)));
   say("plan: " + os.str() + " optimizer steps\n");
+  if (procs > 1) {
+    say("data parallel: " + std::to_string(procs) + " processes, global batch " + std::to_string(opt_.batch_size * per_step) +
+        " = --batch-size " + std::to_string(opt_.batch_size) + " per process x " + std::to_string(procs) +
+        " processes x --grad-accum " + std::to_string(opt_.grad_accum) +
+        "; total_step and the schedules count global batches\n");
+  }
   if (opt_.method != "adalora") return;
   auto& a = opt_.adapter;
   if (opt_.total_step_set && a.total_step != total_steps_) {
@@ -181,7 +240,32 @@ EvalResult Trainer::evaluate() {
   if (!eval_data_) return {};
   try {
     const int64_t batch = opt_.eval_batch_size > 0 ? opt_.eval_batch_size : opt_.batch_size;
-    return peft_ ? peft::evaluate(*peft_, *eval_data_, batch) : peft::evaluate(*model_, *eval_data_, batch);
+    auto run = [&](const Dataset& d) { return peft_ ? peft::evaluate(*peft_, d, batch) : peft::evaluate(*model_, d, batch); };
+    if (!world_->distributed()) return run(*eval_data_);
+    // Every size-th batch here, the sums of all processes then: the batches and their mean of
+    // one process, whatever the number of processes.
+    std::vector<size_t> mine;
+    const auto n = static_cast<int64_t>(eval_data_->size());
+    for (int64_t b = world_->rank(); b * batch < n; b += world_->size())
+      for (int64_t i = b * batch; i < std::min(n, (b + 1) * batch); ++i) mine.push_back(static_cast<size_t>(i));
+    const Dataset shard = eval_data_->subset(mine);
+    double sums[3] = {0, 0, 0};  // loss x count, correct, count
+    if (!mine.empty() && has_targets(shard)) {
+      auto r = run(shard);
+      sums[0] = r.loss * static_cast<double>(r.tokens);
+      sums[1] = r.accuracy >= 0 ? std::round(r.accuracy * static_cast<double>(r.tokens)) : 0;
+      sums[2] = static_cast<double>(r.tokens);
+    }
+    auto t = at::tensor(std::vector<double>(sums, sums + 3), at::kDouble);
+    world_->all_reduce_sum(t, "the evaluation's sums");
+    const double loss_sum = t[0].item<double>(), correct = t[1].item<double>(), count = t[2].item<double>();
+    if (count == 0) return run(*eval_data_);  // nothing to score anywhere: its own error, the same everywhere
+    EvalResult e;
+    e.tokens = static_cast<int64_t>(count);
+    e.loss = loss_sum / count;
+    if (model_->config().is_causal_lm) e.perplexity = std::exp(e.loss);
+    else e.accuracy = correct / count;
+    return e;
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument((opt_.eval_data.empty() ? opt_.data + " (held-out part)" : opt_.eval_data) + ": " + e.what());
   }
@@ -189,7 +273,7 @@ EvalResult Trainer::evaluate() {
 
 EvalResult Trainer::evaluate_and_log(int64_t step, const std::string& when) {
   auto e = evaluate();
-  log_->eval(step, e);
+  if (log_) log_->eval(step, e);
   progress_->eval(when, e);
   return e;
 }
@@ -197,9 +281,13 @@ EvalResult Trainer::evaluate_and_log(int64_t step, const std::string& when) {
 // Forward and backward over the micro-batches of one optimizer step; the gradients accumulate.
 Trainer::StepLoss Trainer::forward_backward() {
   StepLoss s;
-  const double scale = 1.0 / static_cast<double>(opt_.grad_accum);
-  for (int64_t k = 0; k < opt_.grad_accum; ++k, ++micro_) {
-    auto tb = loader_->next();
+  // Each micro-batch's share of the global batch's mean; process r reads micro-batch r of every
+  // `size` in the order of one process.
+  const int64_t procs = world_->size();
+  const double scale = 1.0 / static_cast<double>(opt_.grad_accum * procs);
+  for (int64_t k = 0; k < opt_.grad_accum; ++k, micro_ += procs) {
+    auto tb = loader_->peek(world_->rank());
+    loader_->advance(procs);
     for (auto m : tb.attention_mask) s.tokens += m;  // counted on the host: no device sync
     auto out = peft_ ? peft_->forward(to_model_batch(tb, device_, opt_.pack)) : model_->forward(to_model_batch(tb, device_, opt_.pack));
     auto scaled = out.loss * scale;
@@ -211,6 +299,38 @@ Trainer::StepLoss Trainer::forward_backward() {
     }
   }
   return s;
+}
+
+// The gradients summed over the processes (each micro-batch already weighted by its share), then the
+// step's losses, tokens and stop requests in one small all-reduce, so every process logs, stops
+// and checkpoints alike.
+void Trainer::reduce_step(StepLoss& loss, int64_t done) {
+  world_->all_reduce_sum(trainable().grads(), "the gradient all-reduce of step " + std::to_string(done));
+  const auto dev = loss.total.device();
+  auto task = loss.task.defined() ? loss.task : at::zeros({}, loss.total.options());
+  auto host = at::tensor(std::vector<double>{static_cast<double>(loss.tokens), interrupt_requested.load() ? 1.0 : 0.0},
+                         at::kDouble);
+  auto stats = at::cat({loss.total.detach().to(at::kDouble).reshape({1}), task.detach().to(at::kDouble).reshape({1}),
+                        host.to(dev)});
+  world_->all_reduce_sum(stats, "the losses of step " + std::to_string(done));
+  loss.total = stats[0];
+  if (loss.task.defined()) loss.task = stats[1];
+  auto counts = stats.slice(0, 2).cpu();  // one host sync per step
+  loss.tokens = static_cast<int64_t>(counts[0].item<double>());
+  loss.interrupt = counts[1].item<double>() > 0;
+}
+
+// Every process computed the mask from the same reduced gradients; a checksum of rank_pattern proves it.
+void Trainer::check_same_mask(int64_t done) {
+  uint64_t h = kFnvBasis;
+  for (const auto& [name, kept] : peft_->config().rank_pattern) {
+    h = fnv1a(h, name.data(), name.size());
+    for (bool b : kept) {
+      const unsigned char c = b ? 1 : 0;
+      h = fnv1a(h, &c, 1);
+    }
+  }
+  world_->check_same(h, "the AdaLoRA mask after step " + std::to_string(done) + " (a checksum of rank_pattern)");
 }
 
 at::Tensor Trainer::clip_gradients() {
@@ -230,7 +350,7 @@ void Trainer::report_finished(TrainResult& res) {
 }
 
 void Trainer::begin(TrainResult& res) {
-  log_->start(start_step_);
+  if (log_) log_->start(start_step_);
   if (peft_) {
     say("model: " + model_->config().architecture + ", " + std::to_string(peft_->modules().size()) + " adapted modules (" +
         peft_->config().method() + "), trainable " + std::to_string(peft_->trainable_parameters()) + " of " +
@@ -260,11 +380,13 @@ TrainResult Trainer::train() {
     const double lr = lr_at(opt_.lr_scheduler, opt_.lr, step, warmup_, total_steps_);
     optimizer_->set_lr(lr);
     auto loss = forward_backward();
+    if (world_->distributed()) reduce_step(loss, done);
     tokens_since_log_ += loss.tokens;
     auto grad_norm = clip_gradients();
     optimizer_->step();
     AllocationEvent ev;
     if (adalora()) ev = peft_->update_and_allocate(step);
+    if (ev.masked && world_->distributed()) check_same_mask(done);
     trainable().zero_grad();
 
     try {
@@ -274,32 +396,37 @@ TrainResult Trainer::train() {
         r.elapsed_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         res.last_loss = r.loss;
         if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
-          std::string m = stop_on_non_finite(r);
-          if (print) print(m);
-          else std::cerr << m;
+          if (world_->is_main()) {  // every process stops here: the loss is the same everywhere
+            const std::string m = stop_on_non_finite(r);
+            if (print) print(m);
+            else std::cerr << m;
+          }
           res.stopped_on_nan = true;
           res.steps_done = step;
           return res;
         }
-        log_->step(r);
+        if (log_) log_->step(r);
         progress_->step(r);
         watch_divergence(r);
       }
       if (adalora()) {
-        if (ev.masked) log_->allocation(allocation_record(*peft_, ev, done));
+        if (ev.masked && log_) log_->allocation(allocation_record(*peft_, ev, done));
         progress_->allocation(*peft_, ev, done);
       }
       // 3. evaluation, checkpoint, interruption
       if (opt_.eval_steps > 0 && done % opt_.eval_steps == 0 && !last && eval_data_)
         evaluate_and_log(done, "at step " + std::to_string(done));
     } catch (const RunWriteError& e) {
+      if (world_->distributed())  // a checkpoint needs the others, who stop when this process does
+        throw RunWriteError(std::string(e.what()) + "; stopped at step " + std::to_string(done) +
+                            ": make the file writable, then continue from the last checkpoint with --resume latest");
       const bool saved = checkpoint_if_finite(done);
       throw RunWriteError(std::string(e.what()) + "; stopped at step " + std::to_string(done) +
                           (saved ? ", checkpoint written: make the file writable, then continue with --resume latest"
                                  : ", no checkpoint could be written"));
     }
     if (after_step) after_step(step);
-    const bool interrupted = interrupt_requested.load();
+    const bool interrupted = world_->distributed() ? loss.interrupt : interrupt_requested.load();
     if ((opt_.save_steps > 0 && done % opt_.save_steps == 0 && !last) || interrupted) {
       if (!checkpoint_if_finite(done)) {
         res.stopped_on_nan = true;
@@ -318,7 +445,8 @@ TrainResult Trainer::train() {
   res.steps_done = total_steps_;
   if (eval_data_) res.eval_after = evaluate_and_log(total_steps_, "after training");
   write_checkpoint(total_steps_);
-  save_outputs();
+  if (world_->is_main()) save_outputs();
+  world_->barrier("waiting for rank 0 to save the " + std::string(peft_ ? "adapter" : "model"));
   return res;
 }
 
@@ -408,12 +536,17 @@ bool Trainer::checkpoint_if_finite(int64_t steps_done) {
 }
 
 void Trainer::write_checkpoint(int64_t steps_done) {
+  // Every process's random state (dropout); rank 0 writes them with the state all share.
+  auto rngs = world_->all_gather(rng_state(), "gathering the random states for the checkpoint of step " +
+                                                  std::to_string(steps_done));
+  if (!world_->is_main()) return;
   Checkpoint c;
   auto& params = trainable();
   c.tensors["params"] = params.values();
   c.tensors["exp_avg"] = optimizer_->exp_avg();
   c.tensors["exp_avg_sq"] = optimizer_->exp_avg_sq();
-  c.tensors["rng"] = rng_state();
+  c.tensors["rng"] = rngs[0];
+  for (size_t r = 1; r < rngs.size(); ++r) c.tensors["rng.rank" + std::to_string(r)] = rngs[r];
   if (adalora())
     for (auto& [k, t] : peft_->allocator()->state()) c.tensors["allocator." + k] = t;
   auto pos = loader_->position();
@@ -423,6 +556,7 @@ void Trainer::write_checkpoint(int64_t steps_done) {
              {"loader_step", pos.step},
              {"optimizer_steps", optimizer_->step_count()},
              {"total_steps", total_steps_},
+             {"processes", world_->size()},
              {"options", opt_.to_json()}};
   if (peft_) c.state["adapter_config"] = peft_->config().to_json();
   auto dir = save_checkpoint((fs::path(opt_.output_dir) / "checkpoints").string(), steps_done, c, opt_.save_total_limit,
@@ -437,12 +571,25 @@ void Trainer::restore(const std::string& path) {
   auto c = load_checkpoint(path);
   auto saved = c.state.at("options");
   auto now = opt_.to_json();
-  for (auto* key : {"model", "method", "data", "batch-size", "grad-accum", "max-length", "seed", "pack", "epochs", "max-steps"}) {
+  for (auto* key : {"model", "method", "data", "batch-size", "max-length", "seed", "pack", "epochs", "max-steps"}) {
     if (saved.value(key, nlohmann::json()) != now.value(key, nlohmann::json())) {
       throw std::invalid_argument(path + ": the checkpoint was made with " + key + " = " + saved.value(key, nlohmann::json()).dump() +
                                   ", this run has " + now.value(key, nlohmann::json()).dump() + "; resume with the same settings");
     }
   }
+  // The global batch must stay: processes x grad-accum micro-batches per step (their split may change).
+  const int64_t saved_procs = c.state.value("processes", int64_t{1});
+  const int64_t saved_accum = saved.value("grad-accum", nlohmann::json(1)).get<int64_t>();
+  if (saved_procs * saved_accum != world_->size() * opt_.grad_accum) {
+    throw std::invalid_argument(path + ": the checkpoint was made with " + std::to_string(saved_procs) + " process(es) x --grad-accum " +
+                                std::to_string(saved_accum) + " = " + std::to_string(saved_procs * saved_accum) +
+                                " micro-batches per optimizer step, this run has " + std::to_string(world_->size()) + " x " +
+                                std::to_string(opt_.grad_accum) + "; resume with the same product (the global batch), e.g. --grad-accum " +
+                                std::to_string(saved_procs * saved_accum) + " in one process");
+  }
+  if (saved_procs != world_->size())
+    say("resuming a run of " + std::to_string(saved_procs) + " process(es) with " + std::to_string(world_->size()) +
+        ": the same global batch of " + std::to_string(saved_procs * saved_accum) + " micro-batches per step\n");
   auto& params = trainable();
   auto t = c.tensors.at("params");
   if (t.numel() != params.numel()) throw std::invalid_argument(path + ": the checkpoint's parameters do not match this model/adapter");
@@ -458,7 +605,8 @@ void Trainer::restore(const std::string& path) {
     peft_->allocator()->load_state(st);
     peft_->config().rank_pattern = AdapterConfig::from_json(c.state.at("adapter_config")).rank_pattern;
   }
-  set_rng_state(c.tensors.at("rng"));
+  const std::string rng = world_->rank() == 0 ? "rng" : "rng.rank" + std::to_string(world_->rank());
+  if (c.tensors.count(rng)) set_rng_state(c.tensors.at(rng));  // a process the run did not have keeps its own seed
   start_step_ = c.state.at("step").get<int64_t>();
   micro_ = c.state.at("micro").get<int64_t>();
   loader_->set_position({c.state.at("epoch").get<int64_t>(), c.state.at("loader_step").get<int64_t>()});

@@ -53,6 +53,11 @@ class DataLoader {
   void set_position(LoaderPosition p);  // throws if step is not below steps_per_epoch()
 
   TokenBatch next();                            // batch(position()), then moves on, to the next epoch after the last step
+  // Data-parallel shards: the batch `offset` steps after position() (into later epochs as next()
+  // would go), without moving; and moving on by `steps`. Process r of N reads peek(r), then
+  // advance(N): together the N processes read the batches one process would, in its order.
+  TokenBatch peek(int64_t offset) const;
+  void advance(int64_t steps);
   TokenBatch batch(LoaderPosition p) const;     // any batch, the same every time for the same position
   std::vector<size_t> epoch_order(int64_t epoch) const;  // the order of rows in an epoch
 

@@ -55,6 +55,8 @@ struct TrainOptions {
   uint64_t seed = 42;
   std::string dtype = "float32";  // base weights: float32 | bfloat16 (adapters stay float32)
   std::string device = "cpu";     // cpu | cuda
+  int64_t nproc_per_node = 0;     // > 1: start that many data-parallel processes here (0: not given)
+  double dist_timeout = 300;      // seconds a process waits in a collective or the rendezvous
   bool quiet = false;             // no progress lines (files are still written)
   bool report = true;             // write report.html at the end
 

@@ -1,6 +1,6 @@
 // The training loop behind `peft train`: optimizer steps with gradient accumulation, AdamW with
 // warm-up and decay, clipping, evaluation, exact-resume checkpoints, and AdaLoRA's allocator called
-// once per optimizer step with total_step derived from the plan.
+// once per optimizer step with total_step derived from the plan; data-parallel over a World.
 #pragma once
 #include <atomic>
 #include <chrono>
@@ -17,6 +17,7 @@
 #include "peft/allocator/param_buffer.h"
 #include "peft/adapters/peft_model.h"
 #include "peft/observability/progress.h"
+#include "peft/train/distributed.h"
 #include "peft/train/run_dir.h"
 #include "peft/observability/run_log.h"
 #include "peft/allocator/schedule.h"
@@ -40,7 +41,10 @@ class Trainer {
   // Takes the output directory (RunDir: lock, earlier run, writability), loads the model,
   // tokenizer and data, attaches the adapter, derives total_step and validates the schedule
   // (throws std::invalid_argument with the arithmetic when it cannot work), restores --resume.
-  explicit Trainer(TrainOptions options);
+  // With a distributed `world`, this process is one of world->size() that train together: each
+  // reads its share of every global batch, the gradients are summed before clipping, and only rank
+  // 0 prints and writes files; a failure on any process stops them all (see docs/distributed.md).
+  explicit Trainer(TrainOptions options, std::shared_ptr<World> world = nullptr);
   ~Trainer();
 
   TrainResult train();
@@ -50,6 +54,7 @@ class Trainer {
   const TrainOptions& options() const { return opt_; }
   PeftModel* peft_model() { return peft_.get(); }
   Model& model() { return *model_; }
+  World& world() { return *world_; }
   // Text printed to the console (progress, tables, notices); default: stdout.
   std::function<void(const std::string&)> print;
   // Called after every optimizer step with its 0-based index (tests use it to interrupt).
@@ -60,14 +65,20 @@ class Trainer {
 
  private:
   struct StepLoss {
-    at::Tensor total, task;  // summed over the micro-batches, each divided by grad_accum
+    // summed over the micro-batches, each divided by grad_accum x processes; over every process
+    // once reduce_step() has run
+    at::Tensor total, task;
     int64_t tokens = 0;
+    bool interrupt = false;  // a process was asked to stop (distributed: agreed by all)
   };
+  void setup();
   void plan();
   void load_data();
   void report_finished(TrainResult& res);  // a resumed run that has no step left
   void begin(TrainResult& res);            // log start, model line, evaluation before training
   StepLoss forward_backward();
+  void reduce_step(StepLoss& loss, int64_t done);  // distributed: gradients and the step's figures
+  void check_same_mask(int64_t done);
   at::Tensor clip_gradients();
   StepRecord step_record(int64_t done, const StepLoss& loss, const at::Tensor& grad_norm, const AllocationEvent& ev,
                          double lr);
@@ -83,6 +94,7 @@ class Trainer {
   bool adalora() const { return peft_ && peft_->allocator(); }
 
   TrainOptions opt_;
+  std::shared_ptr<World> world_;
   std::unique_ptr<RunDir> run_dir_;
   std::unique_ptr<RunLog> log_;
   std::unique_ptr<Progress> progress_;
