@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "shapes.h"
 #include "core/compat.h"
 #include "peft/models/model.h"
 #include "peft/allocator/param_buffer.h"
@@ -33,13 +34,7 @@ struct Shape {
 };
 
 Shape shape_named(const std::string& name) {
-  if (name == "smollm2-135m")
-    return {name,
-            {{"model_type", "llama"}, {"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 576},
-             {"intermediate_size", 1536}, {"num_attention_heads", 9}, {"num_key_value_heads", 3},
-             {"vocab_size", 49152}, {"tie_word_embeddings", true}, {"rms_norm_eps", 1e-5},
-             {"rope_theta", 100000.0}, {"max_position_embeddings", 8192}},
-            30};
+  if (name == "smollm2-135m") return {name, peft::bench::smollm2_shape(), 30};
   if (name == "llama-3.2-1b")
     return {name,
             {{"model_type", "llama"}, {"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 2048},
@@ -83,32 +78,8 @@ Setup setup_from_env() {
   return s;
 }
 
-const std::vector<std::string> kTargets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-
-// AdaLoRA init_r 12 -> target_r 8: steps 1-2 are warm-up, the measured steps 3.. are in the
-// budgeting phase, with a mask every deltaT = 10 steps.
-peft::AdapterConfig adalora_config() {
-  peft::AdapterConfig c;
-  c.peft_type = peft::PeftType::AdaLora;
-  c.target_modules = kTargets;
-  c.lora_alpha = 16;
-  c.init_r = 12;
-  c.target_r = 8;
-  c.tinit = 2;
-  c.tfinal = 20;
-  c.deltaT = 10;
-  c.total_step = 1000;
-  return c;
-}
-
-peft::AdapterConfig lora_config() {
-  peft::AdapterConfig c;
-  c.peft_type = peft::PeftType::Lora;
-  c.target_modules = kTargets;
-  c.lora_alpha = 16;
-  c.r = 8;
-  return c;
-}
+using peft::bench::bench_adalora_config;
+using peft::bench::bench_lora_config;
 
 // Seconds spent in each stage of one training step.
 struct StepTimes {
@@ -215,8 +186,8 @@ void bench_adalora() {
   const char* name = S.shape.name.c_str();
   const auto model_config = with_layers(S.shape, S.layers);
   std::unique_ptr<Run> lora, ada;
-  if (run_lora) lora = std::make_unique<Run>(model_config, S.load, lora_config());
-  if (run_ada) ada = std::make_unique<Run>(model_config, S.load, adalora_config());
+  if (run_lora) lora = std::make_unique<Run>(model_config, S.load, bench_lora_config());
+  if (run_ada) ada = std::make_unique<Run>(model_config, S.load, bench_adalora_config());
   Run& any = ada ? *ada : *lora;
   const double frozen = static_cast<double>(any.pm->total_parameters() - any.pm->trainable_parameters());
   std::printf("adalora %s: load average %s, %ld layers, %ld modules, base %.1fM params frozen (%s on %s), trainable lora %.2fM, adalora %.2fM\n",
@@ -305,7 +276,7 @@ void bench_adalora() {
 
   // The allocator alone: its operator count must not depend on the number of modules.
   lora.reset();
-  Run small(with_layers(S.shape, 4), S.load, adalora_config());
+  Run small(with_layers(S.shape, 4), S.load, bench_adalora_config());
   small.step = ada->step = 2;  // back to the start of the budgeting phase
   auto big_t = time_allocator(*ada, 60);
   auto small_t = time_allocator(small, 60);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "shapes.h"
 #include "peft/adapters/peft_model.h"
 #include "peft/allocator/param_buffer.h"
 #include "peft/models/model.h"
@@ -24,24 +25,8 @@ using peft::bench::median;
 using peft::bench::now_s;
 
 nlohmann::json smollm2_config() {
-  return {{"model_type", "llama"}, {"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 576},
-          {"intermediate_size", 1536}, {"num_attention_heads", 9}, {"num_key_value_heads", 3},
-          {"num_hidden_layers", std::stoll(peft::bench::env_or("PEFT_BENCH_LAYERS", "30"))}, {"vocab_size", 49152},
-          {"tie_word_embeddings", true}, {"rms_norm_eps", 1e-5}, {"rope_theta", 100000.0},
-          {"max_position_embeddings", 8192}};
-}
-
-peft::AdapterConfig adalora_config() {
-  peft::AdapterConfig c;
-  c.peft_type = peft::PeftType::AdaLora;
-  c.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  c.lora_alpha = 16;
-  c.init_r = 12;
-  c.target_r = 8;
-  c.tinit = 2;
-  c.tfinal = 20;
-  c.deltaT = 10;
-  c.total_step = 1000;
+  nlohmann::json c = peft::bench::smollm2_shape();
+  c["num_hidden_layers"] = std::stoll(peft::bench::env_or("PEFT_BENCH_LAYERS", "30"));
   return c;
 }
 
@@ -54,7 +39,7 @@ struct StepTimes {
 std::vector<StepTimes> train_steps(peft::World& world, int micro, int steps, int64_t B, int64_t T, int seed) {
   at::manual_seed(0);  // the same base and adapter in every process
   auto base = peft::build_model(peft::parse_model_config(smollm2_config()), peft::LoadOptions{});
-  peft::PeftModel pm(base, adalora_config());
+  peft::PeftModel pm(base, peft::bench::bench_adalora_config());
   pm.train();
   peft::AdamW opt(pm.params(), peft::AdamW::Options{1e-3});
   at::manual_seed(seed);
@@ -106,7 +91,7 @@ void bench_distributed() {
   int64_t modules = 0;
   double floats = 0;  // what each step all-reduces: the adapter's flat gradient buffer
   {
-    peft::PeftModel probe(peft::build_model(peft::parse_model_config(smollm2_config()), peft::LoadOptions{}), adalora_config());
+    peft::PeftModel probe(peft::build_model(peft::parse_model_config(smollm2_config()), peft::LoadOptions{}), peft::bench::bench_adalora_config());
     modules = static_cast<int64_t>(probe.modules().size());
     floats = static_cast<double>(probe.params().numel());
   }

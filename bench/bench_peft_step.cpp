@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "shapes.h"
 #include "peft/adapters/peft_model.h"
 #include "peft/allocator/param_buffer.h"
 #include "peft/formats/safetensors.h"
@@ -23,26 +24,13 @@ double peak_rss_bytes() {
   return 0;
 }
 
-const std::vector<std::string> kTargets = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-
-// The settings of bench_peft.py's rows: LoRA r=8 or AdaLoRA 12 -> 8, alpha 16, all seven projections;
-// AdaLoRA in its budgeting phase from the first measured step, masking every 10th step.
+// bench_peft.py's rows: the benchmarks' LoRA and AdaLoRA settings (shapes.h), AdaLoRA budgeting from
+// the first measured step on (tinit = the warm-up steps) and never reaching the final phase.
 peft::AdapterConfig adapter_config(const std::string& method, int64_t warmup) {
-  peft::AdapterConfig c;
-  c.target_modules = kTargets;
-  c.lora_alpha = 16;
-  if (method == "lora") {
-    c.peft_type = peft::PeftType::Lora;
-    c.r = 8;
-  } else {
-    c.peft_type = peft::PeftType::AdaLora;
-    c.init_r = 12;
-    c.target_r = 8;
-    c.tinit = warmup;
-    c.tfinal = 100;
-    c.deltaT = 10;
-    c.total_step = 1000;
-  }
+  if (method == "lora") return peft::bench::bench_lora_config();
+  peft::AdapterConfig c = peft::bench::bench_adalora_config();
+  c.tinit = warmup;
+  c.tfinal = 100;
   return c;
 }
 

@@ -71,12 +71,10 @@ inline std::string shell_quote(const std::string& s) {
   return q + "'";
 }
 
-inline CliResult run_cli(const std::vector<std::string>& args, const std::string& env = "") {
-  std::string cmd = env + (env.empty() ? "" : " ") + shell_quote(PEFT_CLI);
-  for (auto& a : args) cmd += " " + shell_quote(a);
-  cmd += " 2>&1";
+// Runs the shell command line `cmd`, stdout and stderr together; code -1 when it did not exit normally.
+inline CliResult run_shell(const std::string& cmd) {
   CliResult r;
-  FILE* p = popen(cmd.c_str(), "r");
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   if (!p) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -84,6 +82,28 @@ inline CliResult run_cli(const std::vector<std::string>& args, const std::string
   int status = pclose(p);
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+inline CliResult run_cli(const std::vector<std::string>& args, const std::string& env = "") {
+  std::string cmd = env + (env.empty() ? "" : " ") + shell_quote(PEFT_CLI);
+  for (auto& a : args) cmd += " " + shell_quote(a);
+  return run_shell(cmd);
+}
+
+// `a` followed by `b`: a command line with more flags.
+inline std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Every line of a JSONL file that a run wrote, parsed strictly (a line that is not JSON fails the
+// test: the run files must stay valid); none when the file does not exist yet.
+inline std::vector<nlohmann::json> jsonl(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
 }
 
 }  // namespace peft::test

@@ -48,8 +48,8 @@ int run_tokenize(const std::vector<std::string>& args) {
       std::vector<int32_t> ids;
       bool ok = value.is_array();
       for (auto& v : value) {
-        ok = ok && v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= INT32_MAX &&
-             !(v.is_number_unsigned() && v.get<uint64_t>() > INT32_MAX);
+        // JSON's non-negative integers are unsigned; a negative one is the only signed kind.
+        ok = ok && v.is_number_unsigned() && v.get<uint64_t>() <= INT32_MAX;
         if (ok) ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
       }
       if (!ok)

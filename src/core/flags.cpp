@@ -1,6 +1,7 @@
 // The flag table behind every `peft` subcommand and train's recipes: parsing, value checks with
 // messages that name the flag, "did you mean" for typos, and --help text from the same table.
 #include "peft/core/flags.h"
+#include "peft/core/strings.h"
 
 #include <algorithm>
 #include <iostream>
@@ -9,21 +10,6 @@
 
 namespace peft {
 
-namespace {
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
-}  // namespace
 
 // ---- conversions ----
 

@@ -1,6 +1,7 @@
 // GGUF reading: the header, metadata and tensor infos checked byte by byte against the file size
 // (memory map, no allocation sized by an unchecked count), and ggml's block formats dequantized to float32.
 #include "peft/formats/gguf.h"
+#include "peft/core/strings.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -52,21 +53,6 @@ constexpr uint32_t kGgmlTypeCount = sizeof(kGgmlTypes) / sizeof(kGgmlTypes[0]);
 std::string errno_text() { return std::strerror(errno); }
 
 std::string in_quotes(const std::string& s) { return "'" + s + "'"; }
-
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diag = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] != b[j - 1])});
-      diag = up;
-    }
-  }
-  return row[b.size()];
-}
 
 // "; similar: 'a', 'b'" for up to three names close to `name`, or "".
 template <class Names>
@@ -705,40 +691,19 @@ std::optional<std::vector<std::string>> GgufFile::find_string_array(const std::s
   return v->strings;
 }
 
-std::string GgufFile::get_string(const std::string& key) const {
-  auto v = find_string(key);
-  if (!v) missing_key(key);
-  return *v;
+template <typename T>
+T GgufFile::required(const std::string& key, std::optional<T> value) const {
+  if (!value) missing_key(key);
+  return *std::move(value);
 }
 
-uint64_t GgufFile::get_uint(const std::string& key) const {
-  auto v = find_uint(key);
-  if (!v) missing_key(key);
-  return *v;
-}
-
-int64_t GgufFile::get_int(const std::string& key) const {
-  auto v = find_int(key);
-  if (!v) missing_key(key);
-  return *v;
-}
-
-double GgufFile::get_float(const std::string& key) const {
-  auto v = find_float(key);
-  if (!v) missing_key(key);
-  return *v;
-}
-
-bool GgufFile::get_bool(const std::string& key) const {
-  auto v = find_bool(key);
-  if (!v) missing_key(key);
-  return *v;
-}
-
+std::string GgufFile::get_string(const std::string& key) const { return required(key, find_string(key)); }
+uint64_t GgufFile::get_uint(const std::string& key) const { return required(key, find_uint(key)); }
+int64_t GgufFile::get_int(const std::string& key) const { return required(key, find_int(key)); }
+double GgufFile::get_float(const std::string& key) const { return required(key, find_float(key)); }
+bool GgufFile::get_bool(const std::string& key) const { return required(key, find_bool(key)); }
 std::vector<std::string> GgufFile::get_string_array(const std::string& key) const {
-  auto v = find_string_array(key);
-  if (!v) missing_key(key);
-  return *v;
+  return required(key, find_string_array(key));
 }
 
 std::vector<int64_t> GgufFile::get_int_array(const std::string& key) const {

@@ -14,7 +14,6 @@
 #include "core/compat.h"
 #include "peft/models/model_family.h"
 #include "peft/layers/checkpoint.h"
-#include "peft/layers/cross_entropy.h"
 #include "peft/core/file_io.h"
 #include "peft/formats/safetensors.h"
 

@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "peft/core/flags.h"
+#include "peft/core/strings.h"
 
 extern char** environ;
 
@@ -61,7 +62,7 @@ int env_int(const char* name, const std::string& v, int64_t lo, int64_t hi, cons
 }
 
 bool is_loopback(const std::string& host) {
-  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+  return host == "localhost" || starts_with(host, "127.") || host == "::1";
 }
 
 std::string host_name() {

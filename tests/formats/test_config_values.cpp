@@ -82,9 +82,9 @@ TEST(TokenizeInput, EveryBadLineIsNamedAndNothingCrashes) {
                         Case{"[1, -1]", "--decode", "stdin line 1: expected a JSON array of token ids"},
                         Case{"[4294967296]", "--decode", "stdin line 1: expected a JSON array of token ids"},
                         Case{"[1.5]", "--decode", "stdin line 1: expected a JSON array of token ids"}}) {
-    auto r = run_cli(c.flag.empty() ? std::vector<std::string>{"tokenize", tok}
-                                    : std::vector<std::string>{"tokenize", tok, c.flag},
-                     "printf '%s\\n' " + shell_quote(c.input) + " |");
+    const std::string cmd = "printf '%s\\n' " + shell_quote(c.input) + " | " + shell_quote(PEFT_CLI) +
+                            " tokenize " + shell_quote(tok) + (c.flag.empty() ? "" : " " + c.flag);
+    auto r = run_shell(cmd);
     EXPECT_EQ(r.code, 1) << c.input << ": " << r.out;
     EXPECT_NE(r.out.find(c.expected), std::string::npos) << c.input << ": " << r.out;
   }

@@ -41,19 +41,6 @@ std::vector<std::string> train_args(const std::string& out, int steps, int grad_
           "--report=false"};
 }
 
-std::vector<std::string> plus(std::vector<std::string> a, const std::vector<std::string>& b) {
-  a.insert(a.end(), b.begin(), b.end());
-  return a;
-}
-
-std::vector<nlohmann::json> jsonl(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  return out;
-}
-
 std::vector<nlohmann::json> records(const std::string& out, const std::string& type) {
   std::vector<nlohmann::json> r;
   for (auto& j : jsonl(out + "/metrics.jsonl"))
@@ -327,18 +314,14 @@ TEST(Distributed, TwoProcessesTrainAsOneWithTheSameGlobalBatch) {
 
 TEST(Distributed, TorchrunStartsTheSameRun) {
   const std::string torchrun = std::string(PEFT_SOURCE_DIR) + "/.venv/bin/torchrun";
-  if (!fs::exists(torchrun)) GTEST_SKIP() << "no " << torchrun << " (scripts/setup.sh makes the .venv)";
+  // The torch wheel of the project's .venv (scripts/setup.sh, run by make test) installs torchrun.
+  ASSERT_TRUE(fs::exists(torchrun)) << "no " << torchrun << ": run scripts/setup.sh";
   TempDir tmp;
   const std::string out = tmp.str("torchrun");
   std::string cmd = shell_quote(torchrun) + " --standalone --nproc-per-node 2 --no-python " + shell_quote(PEFT_CLI);
   for (auto& a : train_args(out, 24, 1)) cmd += " " + shell_quote(a);
-  cmd += " 2>&1";
-  std::string output;
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, p)) > 0;) output.append(buf, n);
-  ASSERT_EQ(pclose(p), 0) << output;
+  const CliResult r = run_shell(cmd);
+  ASSERT_EQ(r.code, 0) << r.out;
   expect_same_run(out, one_process_run());
 }
 

@@ -126,6 +126,9 @@ class GgufFile {
  private:
   [[noreturn]] void fail_key(const std::string& key, const std::string& what) const;
   [[noreturn]] void missing_key(const std::string& key) const;
+  // The value a get_* accessor found, or the error naming the missing key.
+  template <typename T>
+  T required(const std::string& key, std::optional<T> value) const;
   const GgufValue* typed(const std::string& key, const char* wanted, bool (*accepts)(const GgufValue&)) const;
 
   std::string path_;
