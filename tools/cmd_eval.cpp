@@ -47,7 +47,7 @@ int run_eval(const std::vector<std::string>& argv) {
       "  peft eval --model models/fortune-llama --data data/demo/definitions-eval.jsonl\n"
       "  peft eval --model models/fortune-llama --adapter out/demo/adapter --data data/demo/definitions-eval.jsonl --batch-size 4\n"
       "  peft eval --model models/fortune-llama --data data/demo/definitions-eval.jsonl --dump-logits first-batch.safetensors");
-  args.flag("model", "DIR", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)", &model_dir);
+  args.flag("model", "DIR|FILE.gguf", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json) or llama.cpp GGUF file", &model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory to evaluate with (default: the model alone)", &adapter_dir);
   args.flag("data", "FILE", "JSONL: {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or {\"text\",\"label\"}", &data);
   args.flag("batch-size", "N", "examples per forward pass (default 8; the result does not depend on it)", &batch_size);

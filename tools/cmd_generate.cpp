@@ -28,7 +28,7 @@ int run_generate(const std::vector<std::string>& argv) {
       "  peft generate --model models/fortune-llama --prompt \"Experience, n.:\" --max-new-tokens 80\n"
       "  peft generate --model models/chat --adapter runs/chat/adapter --chat --prompt \"Tell me a fortune\" \\\n"
       "                --temperature 0.7 --top-p 0.9 --seed 42");
-  args.flag("model", "DIR", "Hugging Face causal LM directory (config.json, model.safetensors, tokenizer.json)", &model_dir);
+  args.flag("model", "DIR|FILE.gguf", "Hugging Face causal LM directory (config.json, model.safetensors, tokenizer.json) or llama.cpp GGUF file", &model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory to generate with (default: the model alone)", &adapter_dir);
   args.flag("prompt", "TEXT", "the text to continue (with --chat: the user's message)", &prompt);
   args.flag("max-new-tokens", "N", "at most this many new tokens (default 64)", &g.max_new_tokens);

@@ -21,7 +21,7 @@ int run_merge(const std::vector<std::string>& argv) {
       "finite stops the merge before anything is written.",
       "  peft merge --model models/fortune-llama --adapter out/demo/adapter --output out/fortune-llama-merged\n"
       "  peft merge --model models/fortune-llama --adapter out/demo/adapter --output out/fortune-llama-bf16 --dtype bfloat16");
-  args.flag("model", "DIR", "base model directory (config.json + model.safetensors)", &o.model_dir);
+  args.flag("model", "DIR|FILE.gguf", "base model directory (config.json + model.safetensors) or llama.cpp GGUF file", &o.model_dir);
   args.flag("adapter", "DIR", "PEFT adapter directory (adapter_config.json + adapter_model.safetensors)", &o.adapter_dir);
   args.flag("output", "DIR", "directory for the merged checkpoint (created; files in it are replaced)", &o.output_dir);
   args.flag("dtype", "NAME", "dtype of the written weights: float32 (default) or bfloat16", &o.dtype);

@@ -8,6 +8,9 @@
 
 #include "command.h"
 #include "peft/core/flags.h"
+#include "peft/formats/gguf.h"
+#include "peft/formats/gguf_model.h"
+#include "peft/formats/gguf_tokenizer.h"
 #include "peft/text/tokenizer.h"
 
 namespace {
@@ -16,8 +19,9 @@ int run_tokenize(const std::vector<std::string>& args) {
   std::string path;
   bool special = false, decode = false, skip_special = false;
   peft::Flags flags(
-      "tokenize", "peft tokenize TOKENIZER_JSON [--special] [--decode [--skip-special]]",
-      "Reads one JSON string per line on stdin and writes its token ids as a JSON array per line.",
+      "tokenize", "peft tokenize TOKENIZER_JSON|FILE.gguf [--special] [--decode [--skip-special]]",
+      "Reads one JSON string per line on stdin and writes its token ids as a JSON array per line.\n"
+      "The tokenizer: a tokenizer.json, or the tokenizer.ggml.* metadata of a llama.cpp GGUF file.",
       "  echo '\"Hello world\"' | peft tokenize tokenizer.json\n"
       "  [9906,1917]\n"
       "  echo '[9906,1917]' | peft tokenize tokenizer.json --decode\n"
@@ -33,7 +37,9 @@ int run_tokenize(const std::vector<std::string>& args) {
     std::cerr << "peft tokenize: error: " << e.what() << "\n";
     return 2;
   }
-  auto tokenizer = peft::Tokenizer::from_file(path);
+  auto tokenizer = peft::is_gguf_path(path)
+                       ? peft::Tokenizer::from_json_string(peft::gguf_tokenizer_files(peft::GgufFile(path)).tokenizer.dump(), path)
+                       : peft::Tokenizer::from_file(path);
   std::ios::sync_with_stdio(false);
   std::string line;
   for (size_t number = 1; std::getline(std::cin, line); ++number) {

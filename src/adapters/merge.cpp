@@ -1,6 +1,7 @@
 // `peft merge` in the library: base + adapter merged in float32 and written as a Hugging Face
 // checkpoint; modules_to_save weights come from the adapter, config.json records the dtype.
 #include "peft/adapters/merge.h"
+#include "peft/models/model_tokenizer.h"
 
 #include <filesystem>
 #include <stdexcept>
@@ -11,11 +12,6 @@
 
 namespace peft {
 namespace fs = std::filesystem;
-
-namespace {
-
-
-}  // namespace
 
 MergeResult merge_to_checkpoint(const MergeOptions& o) {
   if (o.model_dir.empty()) throw std::invalid_argument("--model is required (the base model directory)");
@@ -65,13 +61,7 @@ MergeResult merge_to_checkpoint(const MergeOptions& o) {
   write_text_atomic((out / "config.json").string(), config.dump(2) + "\n");
   r.tensors = static_cast<int64_t>(merged->state_dict_tensors().size());
 
-  for (auto* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"}) {
-    fs::path src = fs::path(o.model_dir) / f;
-    if (fs::exists(src)) {
-      fs::copy_file(src, out / f, fs::copy_options::overwrite_existing);
-      r.copied_files.push_back(f);
-    }
-  }
+  r.copied_files = write_tokenizer_files(o.model_dir, out.string());
   return r;
 }
 

@@ -115,10 +115,7 @@ void Flags::toggle(const std::string& name, const std::string& help, bool* out) 
   flags_.push_back({name, "", help, [out](const std::string& v) { *out = to_bool(v); }, [out] { return nlohmann::json(*out); }, {}});
 }
 
-void Flags::positional(const std::string& name, std::string* out) {
-  positional_name_ = name;
-  positional_ = out;
-}
+void Flags::positional(const std::string& name, std::string* out) { positionals_.push_back({name, out}); }
 
 void Flags::options_note(std::string note) { options_note_ = std::move(note); }
 
@@ -184,8 +181,7 @@ void Flags::set(const std::string& name, const std::string& value) {
 }
 
 bool Flags::parse(const std::vector<std::string>& args) {
-  std::string positional_given;
-  bool positional_seen = false;
+  size_t positionals_seen = 0;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     if (a == "--help" || a == "-h") {
@@ -198,14 +194,13 @@ bool Flags::parse(const std::vector<std::string>& args) {
                                   (s.empty() ? "" : "; did you mean " + s + "?") + ")" + see());
     }
     if (a.rfind("--", 0) != 0 || a.size() == 2) {
-      if (positional_ && !positional_seen) {
-        *positional_ = a;
-        positional_seen = true;
+      if (positionals_seen < positionals_.size()) {
+        *positionals_[positionals_seen++].second = a;
         continue;
       }
-      if (positional_)
-        throw std::invalid_argument("unexpected argument \"" + a + "\": " + positional_name_ + " is already \"" +
-                                    *positional_ + "\" (options start with --)" + see());
+      if (!positionals_.empty())
+        throw std::invalid_argument("unexpected argument \"" + a + "\": " + positionals_.back().first + " is already \"" +
+                                    *positionals_.back().second + "\" (options start with --)" + see());
       throw std::invalid_argument("unexpected argument \"" + a + "\" (options start with --)" + see());
     }
     std::string name = a.substr(2), value;

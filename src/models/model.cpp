@@ -16,6 +16,7 @@
 #include "peft/layers/checkpoint.h"
 #include "peft/core/file_io.h"
 #include "peft/formats/safetensors.h"
+#include "peft/formats/gguf_model.h"
 
 namespace peft {
 
@@ -155,13 +156,27 @@ std::shared_ptr<Model> build_model(const ModelConfig& c, const LoadOptions& opti
   return m;
 }
 
-std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& options) {
+ModelConfig model_config_of(const std::string& model) {
   namespace fs = std::filesystem;
-  if (!fs::is_directory(dir)) throw std::runtime_error(dir + ": not a directory (expected a Hugging Face model directory with config.json and model.safetensors)");
-  auto config = read_model_config((fs::path(dir) / "config.json").string());
-  std::shared_ptr<Model> m = family_for(config.model_type).build(config);
-  auto tensors = load_safetensors(dir);
-  m->load_state(tensors, dir);
+  if (is_gguf_path(model)) return parse_model_config(nlohmann::json::parse(gguf_model_config(GgufFile(model)).dump()), model);
+  if (!fs::is_directory(model))
+    throw std::runtime_error(model + ": not a directory or a .gguf file (expected a Hugging Face model directory with "
+                             "config.json and model.safetensors, or a llama.cpp GGUF file)");
+  return read_model_config((fs::path(model) / "config.json").string());
+}
+
+std::shared_ptr<Model> load_model(const std::string& model, const LoadOptions& options) {
+  std::shared_ptr<Model> m;
+  if (is_gguf_path(model)) {
+    GgufFile file(model);
+    auto config = parse_model_config(nlohmann::json::parse(gguf_model_config(file).dump()), model);
+    m = family_for(config.model_type, model).build(config);
+    m->load_state(gguf_state_dict(file), model);
+  } else {
+    auto config = model_config_of(model);
+    m = family_for(config.model_type).build(config);
+    m->load_state(load_safetensors(model), model);
+  }
   m->to(options.device, options.dtype);
   return m;
 }

@@ -113,7 +113,9 @@ void render_llama31(const Messages& ms, bool gen, const std::string& bos, const 
   if (gen) b.prompt("<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
-void render_chatml(const Messages& ms, bool gen, Builder& b) {
+// ChatML; `default_system`, when not empty, is the system turn the template writes for a conversation without one.
+void render_chatml(const Messages& ms, bool gen, const std::string& default_system, Builder& b) {
+  if (!default_system.empty() && ms[0].role != "system") b.prompt("<|im_start|>system\n" + default_system + "<|im_end|>\n");
   for (size_t i = 0; i < ms.size(); ++i) {
     b.prompt("<|im_start|>" + ms[i].role + "\n");
     b.turn(i, ms[i].content + "<|im_end|>");
@@ -206,6 +208,21 @@ std::string known_list() {
   return s;
 }
 
+// The literal system message of a ChatML template of the form
+//   {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nTEXT<|im_end|>\n' }}{% endif %}
+// ("" when the template has another form). TEXT may hold no quote, brace or Jinja escape.
+std::string default_system_message(const std::string& t) {
+  const std::string guard = "{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n";
+  const size_t at = t.find(guard);
+  if (at == std::string::npos) return "";
+  const size_t begin = at + guard.size();
+  const size_t end = t.find("<|im_end|>\n' }}{% endif %}", begin);
+  if (end == std::string::npos) return "";
+  std::string text = t.substr(begin, end - begin);
+  if (text.find_first_of("'\"{}\\") != std::string::npos) return "";
+  return text;
+}
+
 // Python's datetime.now().strftime("%d %b %Y"), which transformers offers templates as strftime_now.
 std::string today_date_string() {
   const std::time_t now = std::time(nullptr);
@@ -247,8 +264,15 @@ ChatFormat ChatFormat::from_template(const std::string& t, const std::string& bo
            : contains(t, "add_generation_prompt") ? "llama3-genprompt"
                                                   : "llama3";
   } else if (contains(t, "<|im_start|>")) {
-    // A ChatML template that writes a default system message of its own is not plain ChatML.
-    name = contains(t, "<think>") ? "qwen3" : contains(t, "You are") ? "" : "chatml";
+    // A ChatML template that writes a default system message of its own is plain ChatML only when
+    // that message is a literal written for conversations that do not start with a system turn (SmolLM2).
+    const std::string system = default_system_message(t);
+    name = contains(t, "<think>") ? "qwen3" : contains(t, "You are") && system.empty() ? "" : "chatml";
+    if (name == "chatml" && !system.empty()) {
+      ChatFormat f = by_name(name, bos_token);
+      f.default_system_ = system;
+      return f;
+    }
   } else if (contains(t, "<start_of_turn>")) {
     name = contains(t, "first_user_prefix") ? "gemma3" : contains(t, "System role not supported") ? "gemma" : "";
   }
@@ -286,7 +310,7 @@ RenderedChat ChatFormat::render(const std::vector<ChatMessage>& messages, bool a
   else if (name_ == "qwen3")
     render_qwen3(messages, gen, b);
   else if (name_ == "chatml")
-    render_chatml(messages, gen, b);
+    render_chatml(messages, gen, default_system_, b);
   else
     render_gemma(messages, gen, name_ == "gemma3", bos_token_, b);
   return b.finish();

@@ -1,6 +1,7 @@
 // Unicode helpers for the tokenizer: UTF-8 handling, character classes (via utf8proc) and the
 // GPT-2 byte-level alphabet shared by the ByteLevel pre-tokenizer and decoder.
 #include "unicode.h"
+#include "peft/text/byte_level.h"
 
 #include <utf8proc.h>
 
@@ -199,3 +200,20 @@ const std::string& byte_to_unicode(unsigned char b) { return byte_map().to_unico
 int unicode_to_byte(char32_t c) { return c < 512 ? byte_map().to_byte[c] : -1; }
 
 }  // namespace peft::text
+
+namespace peft {
+
+std::string byte_level_spelling(std::string_view bytes) {
+  std::string out;
+  for (char b : bytes) out += text::byte_to_unicode(static_cast<unsigned char>(b));
+  return out;
+}
+
+bool is_byte_level_spelled(std::string_view token) {
+  if (!text::is_valid_utf8(token)) return false;
+  for (size_t i = 0; i < token.size();)
+    if (text::unicode_to_byte(text::next_char(token, i)) < 0) return false;
+  return true;
+}
+
+}  // namespace peft

@@ -38,7 +38,7 @@ Flags train_flags(TrainOptions& o) {
          [](const std::string& v) {
            if (v.empty()) throw std::invalid_argument("expected a file name");
          });
-  f.flag("model", "DIR", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json)", &o.model_dir);
+  f.flag("model", "DIR|FILE.gguf", "Hugging Face model directory (config.json, model.safetensors, tokenizer.json) or llama.cpp GGUF file", &o.model_dir);
   f.toggle("from-scratch", "initialise the weights from config.json instead of loading them (with --method full)", &o.from_scratch);
   f.flag("method", "NAME", "adalora (default), lora, or full (every weight trained)", &o.method);
   f.flag("data", "FILE", "training data, JSONL: {\"text\"}, {\"prompt\",\"completion\"}, {\"messages\"} or {\"text\",\"label\"}", &o.data);

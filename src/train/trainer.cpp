@@ -99,7 +99,7 @@ void Trainer::setup() {
     log_ = std::make_unique<RunLog>(opt_.output_dir);
   }
   at::manual_seed(opt_.seed);
-  model_ = opt_.from_scratch ? build_model(read_model_config((fs::path(opt_.model_dir) / "config.json").string()), lo)
+  model_ = opt_.from_scratch ? build_model(model_config_of(opt_.model_dir), lo)
                              : load_model(opt_.model_dir, lo);
   model_->gradient_checkpointing = opt_.gradient_checkpointing;
   load_data();
@@ -622,10 +622,7 @@ void Trainer::save_outputs() {
   } else {
     fs::path m = out / "model";
     save_model(*model_, m.string());
-    for (auto* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
-      fs::path src = fs::path(opt_.model_dir) / f;
-      if (fs::exists(src)) fs::copy_file(src, m / f, fs::copy_options::overwrite_existing);
-    }
+    write_tokenizer_files(opt_.model_dir, m.string());
     say("model: " + m.string() + " (Hugging Face format)\n");
   }
   if (opt_.report) {

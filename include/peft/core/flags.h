@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace peft {
@@ -39,7 +40,7 @@ class Flags {
   // Another spelling of the flag `name`, defined before (transformers' "learning_rate" for "lr"): it
   // sets the same value, in flags and recipe files; --help lists it once, after the flag's help.
   void alias(const std::string& name, const std::string& other);
-  // The positional argument (at most one): its name in messages ("DIR") and where it goes.
+  // A positional argument, in the order given: its name in messages ("DIR") and where it goes.
   void positional(const std::string& name, std::string* out);
   // Shown in --help as "options (NOTE):".
   void options_note(std::string note);
@@ -85,8 +86,7 @@ class Flags {
   std::string see() const;
   std::string command_, usage_, about_, example_, options_note_;
   std::vector<Flag> flags_;
-  std::string positional_name_;
-  std::string* positional_ = nullptr;
+  std::vector<std::pair<std::string, std::string*>> positionals_;  // name in messages, destination
 };
 
 }  // namespace peft

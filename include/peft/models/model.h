@@ -87,8 +87,10 @@ struct LoadOptions {
 
 // A model of the family config.json names, with initialised (not loaded) weights.
 std::shared_ptr<Model> build_model(const ModelConfig& config, const LoadOptions& options = {});
-// A model loaded from a Hugging Face checkpoint directory (config.json + safetensors).
-std::shared_ptr<Model> load_model(const std::string& dir, const LoadOptions& options = {});
+// `model`: a Hugging Face checkpoint directory (config.json + safetensors) or a llama.cpp .gguf file
+// (dequantized to float32, read as its Hugging Face counterpart: formats/gguf_model.h).
+ModelConfig model_config_of(const std::string& model);
+std::shared_ptr<Model> load_model(const std::string& model, const LoadOptions& options = {});
 // Writes config.json and model.safetensors (atomically) into `dir`.
 void save_model(Model& model, const std::string& dir);
 

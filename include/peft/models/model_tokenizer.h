@@ -6,6 +6,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "peft/text/chat_format.h"
 #include "peft/text/text_encoder.h"
@@ -17,8 +18,8 @@ namespace peft {
 class ModelTokenizer {
  public:
   // Reads DIR/tokenizer.json (required: the error names the directory) and DIR/tokenizer_config.json
-  // (optional).
-  static ModelTokenizer load(const std::string& model_dir);
+  // (optional), or builds both from a .gguf file's tokenizer.ggml.* metadata (formats/gguf_tokenizer.h).
+  static ModelTokenizer load(const std::string& model);
 
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const TokenizerConfig& config() const { return config_; }
@@ -44,8 +45,15 @@ class ModelTokenizer {
  private:
   ModelTokenizer() = default;
   std::string dir_;
+  std::string origin_;                 // where the tokenizer came from, for messages
+  std::set<int64_t> declared_eos_;     // a GGUF file's tokenizer.ggml.eos_token_id
   std::shared_ptr<Tokenizer> tokenizer_;
   TokenizerConfig config_;
 };
+
+// Puts the model's text files into the directory `dest` (which exists): copies of tokenizer.json,
+// tokenizer_config.json, special_tokens_map.json and generation_config.json from a model directory
+// (those it has), or the ones a .gguf file's metadata describes. Returns the names written.
+std::vector<std::string> write_tokenizer_files(const std::string& model, const std::string& dest);
 
 }  // namespace peft

@@ -71,6 +71,7 @@ class ChatFormat {
   std::string name_;
   std::string bos_token_;
   std::string date_ = "26 Jul 2024";
+  std::string default_system_;  // chatml: the system turn the template writes when a conversation has none
 };
 
 }  // namespace peft
