@@ -52,6 +52,7 @@ bench-gpu:
 # command-line program is built, so the first run is not spent compiling the tests.
 demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target peft_cli
+	@bash scripts/fetch-models.sh
 	@bash scripts/demo.sh
 
 clean:

@@ -1,29 +1,40 @@
 #!/usr/bin/env bash
-# `make demo`: AdaLoRA fine-tunes the shipped models/fortune-llama on the definitions task of
-# data/demo/, showing eval loss, a sample before and after, the rank schedule and the final ranks.
+# `make demo`: AdaLoRA fine-tunes a real pretrained model, SmolLM2-135M-Instruct read straight from its
+# llama.cpp GGUF file, to answer with a citation as JSON; eval loss, a reply before and after, the ranks.
 #
-# Environment (all optional; the test uses a reduced size):
+# Environment (all optional; the test runs the tiny shipped models/fortune-llama on definitions):
 #   DEMO_OUT     output directory (default out/demo; a previous demo there is replaced)
-#   DEMO_STEPS   optimizer steps (default 150); the AdaLoRA schedule scales with it
-#   DEMO_BATCH   examples per step (default 16)      DEMO_LR   peak learning rate (default 2e-2)
-#   DEMO_MODEL, DEMO_TRAIN, DEMO_EVAL   model directory and JSONL files
-#   DEMO_PROMPT  the prompt sampled before and after (default "Experience, n.:" and a newline)
+#   DEMO_STEPS   optimizer steps (default 60); the AdaLoRA schedule scales with it
+#   DEMO_BATCH   examples per step (default 4)       DEMO_LR   peak learning rate (default 2e-3)
+#   DEMO_MODEL, DEMO_TRAIN, DEMO_EVAL   model (directory or .gguf file) and JSONL files
+#   DEMO_CHAT    1 (default): the prompt is a user message in the model's chat format; 0: plain text
+#   DEMO_PROMPT  the prompt answered before and after, \n read as a newline (default: the first
+#                held-out chat's question)
 #   PEFT         the peft binary (default build/peft)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 
 PEFT=${PEFT:-build/peft}
-MODEL=${DEMO_MODEL:-models/fortune-llama}
-TRAIN=${DEMO_TRAIN:-data/demo/definitions-train.jsonl}
-EVAL=${DEMO_EVAL:-data/demo/definitions-eval.jsonl}
+MODEL=${DEMO_MODEL:-.cache/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+TRAIN=${DEMO_TRAIN:-data/demo/citations-train.jsonl}
+EVAL=${DEMO_EVAL:-data/demo/citations-eval.jsonl}
 OUT=${DEMO_OUT:-out/demo}
-STEPS=${DEMO_STEPS:-150}
-BATCH=${DEMO_BATCH:-16}
-LR=${DEMO_LR:-2e-2}
-PROMPT=${DEMO_PROMPT:-$'Experience, n.:\n'}
+STEPS=${DEMO_STEPS:-60}
+BATCH=${DEMO_BATCH:-4}
+LR=${DEMO_LR:-2e-3}
+CHAT=${DEMO_CHAT:-1}
 # libgomp's default spin-waiting wastes the cores when other processes share them: sleep instead.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
+
+for f in "$PEFT" "$MODEL" "$TRAIN" "$EVAL"; do
+  [ -e "$f" ] || { echo "demo: $f is missing (run it with: make demo, which fetches the model)" >&2; exit 1; }
+done
+if [ -n "${DEMO_PROMPT+x}" ]; then
+  printf -v PROMPT '%b' "$DEMO_PROMPT"
+else  # the user's message of the first held-out conversation
+  PROMPT=$(head -n 1 "$EVAL" | jq -r '.messages[0].content')
+fi
 
 # AdaLoRA schedule from the step count: 15% warm-up at full rank, a budgeting phase with about a
 # dozen masks taking every module from rank 12 towards an average of 4, then 20% with the ranks fixed.
@@ -35,9 +46,6 @@ DELTAT=$(((STEPS - TINIT - TFINAL) / 12))
 LOGEVERY=$((STEPS / 30))
 [ "$LOGEVERY" -ge 1 ] || LOGEVERY=1
 
-for f in "$PEFT" "$MODEL/model.safetensors" "$TRAIN" "$EVAL"; do
-  [ -e "$f" ] || { echo "demo: $f is missing (run it with: make demo)" >&2; exit 1; }
-done
 if [ -e "$OUT" ]; then
   if [ -f "$OUT/demo.log" ] || [ -z "$(ls -A "$OUT")" ]; then
     rm -rf "$OUT"
@@ -50,22 +58,33 @@ mkdir -p "$OUT"
 START=$(date +%s)
 
 section() { printf '\n== %s\n' "$*"; }
-sample() {  # sample LABEL [peft generate options]: the same prompt, seed and settings each time
+sample() {  # sample LABEL [peft generate options]: the same prompt and settings each time
   local label=$1
   shift
   printf -- '--- %s\n' "$label"
-  "$PEFT" generate --model "$MODEL" "$@" --prompt "$PROMPT" --max-new-tokens 160 \
-    --temperature 0.7 --top-k 40 --seed 1
+  if [ "$CHAT" = 1 ]; then  # greedy: the reply the model finds most likely
+    "$PEFT" generate --model "$MODEL" "$@" --chat --prompt "$PROMPT" --max-new-tokens 48 --temperature 0
+  else
+    "$PEFT" generate --model "$MODEL" "$@" --prompt "$PROMPT" --max-new-tokens 160 --temperature 0.7 --top-k 40 --seed 1
+  fi
   printf '\n'
 }
 
 demo() {
-section "peft.cpp demo: AdaLoRA fine-tunes a small Llama on fortune-file definitions"
-echo "model: $MODEL ($(jq -r '"\(.num_hidden_layers) layers, hidden \(.hidden_size), vocabulary \(.vocab_size)"' "$MODEL/config.json"), pretrained by scripts/pretrain-demo-model.sh)"
-echo "task:  \"Headword, n.:\" -> definition; $(wc -l < "$TRAIN") training and $(wc -l < "$EVAL") held-out records"
-echo "       (pretraining text never contained this collection)"
+if [ "$CHAT" = 1 ]; then
+  section "peft.cpp demo: AdaLoRA teaches a real pretrained model a new answer format"
+  echo "model: $MODEL"
+  echo "       read directly from llama.cpp's GGUF format (dequantized to float32 in memory)"
+  echo "task:  an attributed quotation -> its citation as JSON {\"author\", \"source\"};"
+  echo "       $(wc -l < "$TRAIN") training and $(wc -l < "$EVAL") held-out chats (data/demo/, from Debian's fortunes)"
+  section "the prompt (a held-out example), answered before and after"
+  printf '%s\n' "$PROMPT"
+else
+  section "peft.cpp demo: AdaLoRA fine-tunes $MODEL"
+  echo "task: $TRAIN, $(wc -l < "$TRAIN") training and $(wc -l < "$EVAL") held-out records"
+fi
 
-section "before fine-tuning: the base model continues the prompt"
+section "before fine-tuning: the base model"
 sample "base model"
 
 section "AdaLoRA fine-tuning: $STEPS steps, init_r 12 -> target_r 4 on all 7 linear types of every layer"
@@ -75,7 +94,7 @@ section "AdaLoRA fine-tuning: $STEPS steps, init_r 12 -> target_r 4 on all 7 lin
   --max-steps "$STEPS" --batch-size "$BATCH" --max-length 256 --lr "$LR" --lr-scheduler linear \
   --warmup-steps "$TINIT" --seed 1 --logging-steps "$LOGEVERY" --output-dir "$OUT"
 
-section "after fine-tuning: the same prompt and seed, with the adapter"
+section "after fine-tuning: the same prompt, with the adapter"
 sample "base model + AdaLoRA adapter" --adapter "$OUT/adapter"
 
 section "final rank allocation (kept rank of each layer x module type)"
@@ -91,6 +110,8 @@ jq -rs --arg steps "$STEPS" '
     "  change \((($a.eval_loss - $b.eval_loss) / $b.eval_loss * 1000 | round) / 10)% loss, perplexity x\(($a.eval_ppl / $b.eval_ppl) * 100 | round / 100)"
 ' "$OUT/metrics.jsonl"
 END=$(date +%s)
+CHATFLAG=""
+[ "$CHAT" = 1 ] && CHATFLAG="--chat "
 cat <<EOF
 files:
   $OUT/adapter/        the adapter in PEFT's format (adapter_config.json, adapter_model.safetensors)
@@ -98,7 +119,7 @@ files:
   $OUT/metrics.jsonl   one JSON line per logged step and evaluation
   $OUT/ranks.jsonl     the rank allocation at every mask
   $OUT/demo.log        this output
-try:  $PEFT generate --model $MODEL --adapter $OUT/adapter --prompt \$'Computer, n.:\n'
+try:  $PEFT generate --model $MODEL --adapter $OUT/adapter ${CHATFLAG}--prompt "..."
 demo: done in $(((END - START) / 60))m $(((END - START) % 60))s
 EOF
 }

@@ -6,6 +6,7 @@
 #   data/demo/pretrain.jsonl          {"text"}: every English fortune except the held-out collections
 #   data/demo/definitions-train.jsonl {"prompt","completion"}: "Word, n.:\n" -> its definition
 #   data/demo/definitions-eval.jsonl  every 10th definition, held out for evaluation
+#   data/demo/citations-{train,eval}.jsonl  chats: an attributed fortune -> its attribution as JSON
 # Usage: scripts/make-demo-data.sh [OUT_DIR]   (default data/demo; FORTUNES_DIR overrides the source)
 set -euo pipefail
 export LC_ALL=C
@@ -66,6 +67,23 @@ awk 'NR % 10 == 0' "$OUT/definitions.all.jsonl" > "$OUT/definitions-eval.jsonl"
 awk 'NR % 10 != 0' "$OUT/definitions.all.jsonl" > "$OUT/definitions-train.jsonl"
 rm -f "$OUT/definitions.all.jsonl"
 
-for f in pretrain definitions-train definitions-eval; do
+# Citations (the real-model demo): short attributed fortunes of the pretraining text, as a chat in
+# which the assistant answers with the attribution as JSON: the author (before the first ", ") and
+# the source (the rest, or null). Every 13th of the first 5200 is training data (400), every 13th
+# shifted by 6 held out (400 more, of which the first 40 are kept).
+jq -c '
+  select(.text | test("\n\\s*-- [^\n]+$")) | select((.text | length) < 280)
+  | (.text | capture("\n\\s*-- (?<a>[^\n]+)$").a) as $attribution
+  | ($attribution | index(", ")) as $comma
+  | {messages: [
+      {role: "user", content: ("Cite this as JSON (author, source):\n\n" + .text)},
+      {role: "assistant", content: ({author: (if $comma then $attribution[:$comma] else $attribution end),
+                                     source: (if $comma then $attribution[$comma + 2:] else null end)} | tojson)}]}' \
+  "$OUT/pretrain.jsonl" > "$OUT/citations.all.jsonl"
+awk 'NR <= 5200 && NR % 13 == 0' "$OUT/citations.all.jsonl" > "$OUT/citations-train.jsonl"
+awk 'NR <= 5200 && NR % 13 == 6' "$OUT/citations.all.jsonl" | awk 'NR <= 40' > "$OUT/citations-eval.jsonl"
+rm -f "$OUT/citations.all.jsonl"
+
+for f in pretrain definitions-train definitions-eval citations-train citations-eval; do
   printf 'make-demo-data: %-42s %6d records, %8d bytes\n' "$OUT/$f.jsonl" "$(wc -l < "$OUT/$f.jsonl")" "$(wc -c < "$OUT/$f.jsonl")"
 done

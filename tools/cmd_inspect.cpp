@@ -12,15 +12,18 @@ int run_inspect(const std::vector<std::string>& argv) {
   std::string path;
   bool json = false;
   peft::Flags args(
-      "inspect", "peft inspect DIR [--json]",
+      "inspect", "peft inspect DIR|FILE.gguf [--json]",
       "Describes a directory from its JSON files and safetensors headers, without loading weights.\n"
       "A model directory (config.json): architecture, family, layers, hidden size, heads and\n"
       "key/value heads, vocabulary, dtypes and parameter count of the safetensors, tied embeddings,\n"
       "the tokenizer (vocabulary, special tokens, eos ids) and whether its chat format is recognised.\n"
       "An adapter directory (adapter_config.json): peft_type, task_type, target modules and those\n"
       "found in the weights, AdaLoRA's init_r/target_r/total_step/tinit/tfinal/deltaT or LoRA's r,\n"
-      "the kept rank total from the tensor shapes, trainable parameters and modules_to_save.",
+      "the kept rank total from the tensor shapes, trainable parameters and modules_to_save.\n"
+      "A llama.cpp GGUF file: the same facts as for a model directory, from its metadata, with the\n"
+      "tensor types it stores.",
       "  peft inspect models/fortune-llama\n"
+      "  peft inspect SmolLM2-135M-Instruct.Q4_1.gguf\n"
       "  peft inspect out/demo/adapter --json");
   args.positional("DIR", &path);
   args.toggle("json", "print the facts as one JSON object instead of text", &json);

@@ -13,6 +13,8 @@
 #include "peft/text/chat_format.h"
 #include "peft/core/file_io.h"
 #include "peft/formats/model_config.h"
+#include "peft/formats/gguf.h"
+#include "peft/formats/gguf_model.h"
 #include "peft/models/model_tokenizer.h"
 #include "peft/formats/safetensors.h"
 #include "peft/text/tokenizer_config.h"
@@ -152,9 +154,7 @@ std::vector<AdapterModuleInfo> adapter_modules(const std::string& adapter_dir) {
 namespace {
 
 // config.json: architecture, family and shape, or why the family is not supported.
-void inspect_config(Inspection& r, const fs::path& d) {
-  fs::path cfg_path = d / "config.json";
-  auto raw = read_json_object(cfg_path, "a Hugging Face config.json");
+void inspect_config(Inspection& r, const nlohmann::json& raw, const std::string& origin) {
   std::string arch = "(none)";
   if (raw.contains("architectures") && raw["architectures"].is_array() && !raw["architectures"].empty() &&
       raw["architectures"][0].is_string())
@@ -162,7 +162,7 @@ void inspect_config(Inspection& r, const fs::path& d) {
   r.add("architecture", "architecture", arch);
   r.add("model_type", "model type", raw.value("model_type", std::string("(none)")));
   try {
-    auto c = parse_model_config(raw, cfg_path.string());
+    auto c = parse_model_config(raw, origin);
     std::string task = c.is_causal_lm ? "causal LM"
                        : c.num_labels > 0 ? "sequence classification, " + std::to_string(c.num_labels) + " labels"
                                           : "encoder";
@@ -207,12 +207,13 @@ void inspect_weights(Inspection& r, const fs::path& d, const std::string& dir) {
 }
 
 // tokenizer.json with tokenizer_config.json: vocabulary, special tokens, where generation stops.
-void inspect_tokenizer(Inspection& r, const fs::path& d, const std::string& dir) {
-  if (fs::exists(d / "tokenizer.json")) {
+// `source`: where the tokenizer comes from, for the line ("tokenizer.json").
+void inspect_tokenizer(Inspection& r, const fs::path& d, const std::string& dir, const std::string& source) {
+  if (fs::exists(d / "tokenizer.json") || is_gguf_path(dir)) {
     try {
       auto mt = ModelTokenizer::load(dir);
       const auto& tok = mt.tokenizer();
-      r.add("tokenizer_vocab_size", "tokenizer", tok.vocab_size(), "tokenizer.json, " + std::to_string(tok.vocab_size()) + " tokens");
+      r.add("tokenizer_vocab_size", "tokenizer", tok.vocab_size(), source + ", " + std::to_string(tok.vocab_size()) + " tokens");
       auto specials = tok.special_tokens();
       r.add("special_tokens", "special tokens", specials, specials.empty() ? "none" : join(specials, " "));
       nlohmann::ordered_json named = nlohmann::ordered_json::object();
@@ -241,11 +242,18 @@ void inspect_tokenizer(Inspection& r, const fs::path& d, const std::string& dir)
   }
 }
 
-// The chat format recognised from tokenizer_config.json's chat_template.
+// The chat format recognised from tokenizer_config.json's chat_template (or a GGUF file's).
 void inspect_chat_format(Inspection& r, const fs::path& d) {
   TokenizerConfig tc;
   bool have_tc = false;
-  if (fs::exists(d / "tokenizer_config.json")) {
+  if (is_gguf_path(d.string())) {
+    try {
+      tc = ModelTokenizer::load(d.string()).config();
+      have_tc = true;
+    } catch (const std::exception&) {
+      // inspect_tokenizer has noted why
+    }
+  } else if (fs::exists(d / "tokenizer_config.json")) {
     try {
       tc = read_tokenizer_config((d / "tokenizer_config.json").string());
       have_tc = true;
@@ -273,10 +281,39 @@ Inspection inspect_model(const std::string& dir) {
   Inspection r;
   r.path = dir;
   r.kind = "model";
-  inspect_config(r, d);
+  const fs::path cfg_path = d / "config.json";
+  inspect_config(r, read_json_object(cfg_path, "a Hugging Face config.json"), cfg_path.string());
   inspect_weights(r, d, dir);
-  inspect_tokenizer(r, d, dir);
+  inspect_tokenizer(r, d, dir, "tokenizer.json");
   inspect_chat_format(r, d);
+  return r;
+}
+
+Inspection inspect_gguf(const std::string& path) {
+  Inspection r;
+  r.path = path;
+  r.kind = "model";
+  GgufFile file(path);
+  r.add("format", "format", "gguf", "llama.cpp GGUF v" + std::to_string(file.version()));
+  try {
+    inspect_config(r, nlohmann::json::parse(gguf_model_config(file).dump()), path);
+  } catch (const std::exception& e) {
+    r.add("family", "family", nullptr, "not supported");
+    r.notes.push_back(e.what());
+  }
+  std::map<std::string, int64_t> by_type;
+  int64_t parameters = 0;
+  for (const GgufTensorInfo& t : file.tensors()) {
+    by_type[t.type_name()] += 1;
+    parameters += static_cast<int64_t>(t.numel);
+  }
+  std::vector<std::string> types;
+  for (const auto& [name, n] : by_type) types.push_back(name + " x" + std::to_string(n));
+  r.add("weight_files", "weights", 1, std::to_string(file.tensors().size()) + " tensors: " + join(types) +
+                                          " (dequantized to float32 on load)");
+  r.add("parameters", "parameters", parameters, count_text(parameters));
+  inspect_tokenizer(r, path, path, "tokenizer.ggml.* metadata");
+  inspect_chat_format(r, path);
   return r;
 }
 
@@ -353,8 +390,10 @@ Inspection inspect_adapter(const std::string& dir) {
 Inspection inspect_path(const std::string& path) {
   fs::path p(path);
   if (!fs::exists(p)) throw std::runtime_error(path + ": no such file or directory");
+  if (is_gguf_path(path)) return inspect_gguf(path);
   if (!fs::is_directory(p))
-    throw std::runtime_error(path + ": not a directory (give a model directory with config.json or an adapter directory with adapter_config.json)");
+    throw std::runtime_error(path + ": not a directory or a .gguf file (give a model directory with config.json, an "
+                             "adapter directory with adapter_config.json or a llama.cpp GGUF file)");
   if (fs::exists(p / "adapter_config.json")) return inspect_adapter(path);
   if (fs::exists(p / "config.json")) return inspect_model(path);
   throw std::runtime_error(path + ": neither config.json (a model) nor adapter_config.json (an adapter) is here");

@@ -56,6 +56,9 @@ TEST(Demo, ReducedRunShowsTheWholePipeline) {
   // Enough steps for every phase (warm-up, a few masks, the final mask) and a clear improvement,
   // at a size that keeps the test well under a minute on one core.
   const std::string cmd = "cd '" + kRoot + "' && PEFT='" + std::string(PEFT_CLI) + "' DEMO_STEPS=24 DEMO_BATCH=8" +
+                          " DEMO_MODEL=models/fortune-llama DEMO_TRAIN=data/demo/definitions-train.jsonl" +
+                          " DEMO_EVAL=data/demo/definitions-eval.jsonl DEMO_CHAT=0 DEMO_LR=2e-2" +
+                          " DEMO_PROMPT='Experience, n.:\\n'" +
                           " DEMO_OUT='" + out_dir + "' bash scripts/demo.sh";
   ASSERT_EQ(run(cmd, out), 0) << out;
 

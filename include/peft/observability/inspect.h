@@ -36,5 +36,6 @@ std::vector<AdapterModuleInfo> adapter_modules(const std::string& adapter_dir);
 Inspection inspect_path(const std::string& path);
 Inspection inspect_model(const std::string& dir);
 Inspection inspect_adapter(const std::string& dir);
+Inspection inspect_gguf(const std::string& path);  // a llama.cpp GGUF model file, read as its Hugging Face counterpart
 
 }  // namespace peft
