@@ -156,6 +156,10 @@ RunDir::RunDir(const std::string& dir, bool resume, bool overwrite, const std::f
 
 RunDir::~RunDir() {
   if (lock_fd_ >= 0) {
+    // An empty lock file is one its holder released; only a killed run leaves its pid behind.
+    if (::ftruncate(lock_fd_, 0) != 0) {
+      // the next run then notes a lock left behind, which is all that is lost
+    }
     ::flock(lock_fd_, LOCK_UN);
     ::close(lock_fd_);
   }

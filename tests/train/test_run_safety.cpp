@@ -68,7 +68,9 @@ TEST(RunDir, OneRunAtATimeAndAStaleLockIsTakenOver) {
       EXPECT_NE(std::string(e.what()).find("started "), std::string::npos) << e.what();
     }
   }
-  // the lock is released with its holder; a lock file left by a dead process is taken over
+  // the lock is released with its holder, which empties it (no note for the next run); a lock
+  // file left by a dead process is taken over
+  EXPECT_EQ(read_file(tmp.str("run/.lock")), "");
   write_file(tmp.str("run/.lock"), "pid 999999999\nstarted 2026-01-01 00:00:00\n");
   std::string said;
   RunDir again(tmp.str("run"), false, false, [&](const std::string& s) { said += s; });
@@ -91,6 +93,7 @@ TEST(RunDir, AnEarlierRunIsRefusedUnlessOverwriteOrResume) {
   const auto adapter_before = read_file(out + "/adapter/adapter_model.safetensors");
   auto again = run_cli(train_args(out));
   EXPECT_EQ(again.code, 1) << again.out;
+  EXPECT_EQ(again.out.find("was left by"), std::string::npos) << again.out;  // the first run ended cleanly
   EXPECT_NE(again.out.find("holds an earlier run (metrics.jsonl, ranks.jsonl, 1 checkpoint, adapter/)"), std::string::npos)
       << again.out;
   EXPECT_NE(again.out.find("--overwrite-output-dir"), std::string::npos);
