@@ -11,6 +11,7 @@
 #include <regex>
 #include <set>
 #include <stdexcept>
+#include <tuple>
 
 #include "peft/formats/adapter_config.h"
 #include "peft/core/file_io.h"
@@ -145,12 +146,18 @@ GgufLoraResult export_gguf_lora(const GgufLoraOptions& o) {
       continue;
     paths.push_back(key.substr(std::strlen(kPrefix), key.size() - a_suffix.size() - std::strlen(kPrefix)));
   }
+  // In llama.cpp's order: by layer, then q, k, v, output, gate, up, down.
   std::sort(paths.begin(), paths.end(), [](const std::string& x, const std::string& y) {
-    auto layer = [](const std::string& p) {
+    auto rank = [](const std::string& p) {
+      static const char* order[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
       auto n = p.find(".layers.");
-      return n == std::string::npos ? -1L : std::strtol(p.c_str() + n + 8, nullptr, 10);
+      long layer = n == std::string::npos ? -1L : std::strtol(p.c_str() + n + 8, nullptr, 10);
+      int kind = 7;
+      for (int i = 0; i < 7; ++i)
+        if (p.size() > std::strlen(order[i]) && p.compare(p.size() - std::strlen(order[i]), std::string::npos, order[i]) == 0) kind = i;
+      return std::make_tuple(layer, kind, p);
     };
-    return std::make_pair(layer(x), x) < std::make_pair(layer(y), y);
+    return rank(x) < rank(y);
   });
   if (paths.empty()) throw std::runtime_error(o.adapter_dir + ": adapter_model.safetensors holds no " + a_suffix.substr(1) + " factors");
   auto factor = [&](const std::string& path, const std::string& name) {

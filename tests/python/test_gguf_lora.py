@@ -6,7 +6,8 @@
 # convert_hf_to_gguf.py; the adapters are AdaLoRA trained by `peft train` (with rank-0 modules), and
 # LoRA built by PEFT with rsLoRA, rank_pattern and alpha_pattern, and plain. On those F32 bases
 # llama.cpp must match PEFT within float tolerance, and plain LoRA files must equal, bit for bit, what
-# llama.cpp's convert_lora_to_gguf.py writes. On the real SmolLM2-135M-Instruct Q4_1 file the deviation
+# llama.cpp's convert_lora_to_gguf.py writes. SmolLM2-135M in F32 is checked the same way (against PEFT
+# in float64: 30 float32 layers round by 1e-4). On the real SmolLM2-135M-Instruct Q4_1 file the deviation
 # is measured and reported: llama.cpp rounds activations to 8 bits in its quantized matmuls, so there
 # the adapter must only bring llama.cpp near PEFT's adapted logits.
 import os
@@ -156,14 +157,14 @@ def llama_cpp_logits(model_gguf, ids, lora=None):
     return out
 
 
-def peft_logits(model_dir, ids, adapter=None):
+def peft_logits(model_dir, ids, adapter=None, dtype=torch.float32):
     import transformers
 
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).eval()
     if adapter is not None:
         model = load_peft(model, adapter)
     with torch.no_grad():
-        return model(input_ids=torch.tensor([ids])).logits[0].float()
+        return model(input_ids=torch.tensor([ids])).logits[0].to(dtype)
 
 
 def peft_lora(base_dir, out, seed, **config):
@@ -341,6 +342,44 @@ def test_refusals_name_what_llama_cpp_cannot_load(work, llama):
     r = subprocess.run([os.environ["PEFT_CLI"], "export", "--gguf", str(with_head), "--output", str(work / "x.gguf")],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "modules_to_save (lm_head)" in r.stderr, r.stderr
+
+
+def test_smollm2_in_f32(work, smollm2_tokenizer, llama):
+    """A real model (SmolLM2-135M: 30 layers, 9 query and 3 key/value heads, tied embeddings): transformers'
+    copy of the Q4_1 file saved in float32 and converted to F32 GGUF by llama.cpp, an rsLoRA adapter with
+    patterns on it. Over 30 layers float32 rounding alone reaches 1e-4 (PEFT in float32 is that far from
+    itself in float64 with this adapter), so llama.cpp is held to PEFT computed in float64."""
+    import transformers
+
+    tol = 1e-4  # as test_gguf_model.py: 30 layers of float32 with different matmul blocking
+    ids = llama[2]  # SmolLM2's tokenizer
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(SMOLLM2.parent), gguf_file=SMOLLM2.name,
+                                                                dtype=torch.float32)
+    config = {k: v for k, v in loaded.config.to_dict().items() if k not in ("quantization_config", "_model_name_or_path")}
+    base = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
+    base.load_state_dict(loaded.state_dict())  # transformers saves no model it read from a GGUF file
+    base_dir = work / "smollm2-f32"
+    base.save_pretrained(str(base_dir))
+    del base, loaded
+    transformers.AutoTokenizer.from_pretrained(str(smollm2_tokenizer)).save_pretrained(str(base_dir))
+    base_gguf = convert_to_gguf(base_dir, work / "smollm2-f32.gguf", "smollm")
+    exact = peft_logits(base_dir, ids, dtype=torch.float64)
+    check_close("SmolLM2 F32, no adapter: llama.cpp vs transformers in float64", llama_cpp_logits(base_gguf, ids).double(),
+                exact, tol=tol)
+    adapter = peft_lora(base_dir, work / "smollm2-rslora", 8, r=8, lora_alpha=4, use_rslora=True,
+                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+                        rank_pattern={"k_proj": 4, "model.layers.3.mlp.up_proj": 16}, alpha_pattern={"q_proj": 8})
+    out = work / "smollm2-rslora.gguf"
+    export(adapter, out, "--model", base_gguf)
+    theirs = peft_logits(base_dir, ids, adapter, dtype=torch.float64)
+    check_effect("SmolLM2 F32 rsLoRA", theirs, exact)
+    ours = llama_cpp_logits(base_gguf, ids, out)
+    check_close("SmolLM2 F32 + rsLoRA with patterns: llama.cpp vs PEFT in float64", ours.double(), theirs, tol=tol)
+    peft32 = peft_logits(base_dir, ids, adapter)
+    _deviations.append(("SmolLM2 F32 + rsLoRA: PEFT in float32 vs PEFT in float64 (reported)", max_abs_diff(peft32, theirs)))
+    _deviations.append(("SmolLM2 F32 + rsLoRA: llama.cpp vs PEFT in float32 (reported)", max_abs_diff(ours, peft32)))
+    for f in (base_dir / "model.safetensors", base_gguf):
+        f.unlink()
 
 
 def test_q4_1_base_deviation_is_reported(work, llama):
