@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <map>
 #include <optional>
-#include <regex>
 #include <set>
 #include <stdexcept>
 #include <tuple>
@@ -46,20 +45,6 @@ bool is_adaptable(const std::string& gguf_name) {
   return kinds.count(gguf_name.substr(a + 1, b - a - 1)) != 0;
 }
 
-// PEFT's lookup of rank_pattern / alpha_pattern: the key equal to the path, else the first key k with
-// re.match(rf"(.*\.)?({k})$", path), as PeftModel reads them.
-template <typename T>
-std::optional<T> pattern_value(const std::map<std::string, T>& patterns, const std::string& path) {
-  for (auto& [pat, v] : patterns)
-    if (pat == path) return v;
-  for (auto& [pat, v] : patterns) {
-    try {
-      if (std::regex_match(path, std::regex("(.*\\.)?(" + pat + ")"))) return v;
-    } catch (const std::regex_error&) {
-    }
-  }
-  return std::nullopt;
-}
 
 int64_t layer_of(const std::string& gguf_name) { return std::strtol(gguf_name.c_str() + 4, nullptr, 10); }
 
@@ -206,11 +191,11 @@ GgufLoraResult export_gguf_lora(const GgufLoraOptions& o) {
       mod.scale = layer.multiplier();
       if (mod.rank > 0) a = a * factor(path, "lora_E");  // A as PEFT multiplies it: A * E, in float32
     } else {
-      const int64_t want = pattern_value(config.lora_rank_pattern, path).value_or(config.r);
+      const int64_t want = config.rank_of(path);
       if (mod.rank != want)
         throw std::runtime_error(o.adapter_dir + ": " + path + " has rank " + std::to_string(mod.rank) +
                                  " in adapter_model.safetensors, but adapter_config.json gives it " + std::to_string(want));
-      const double alpha = pattern_value(config.alpha_pattern, path).value_or(config.lora_alpha);
+      const double alpha = config.alpha_of(path);
       mod.scale = LoraLayer(1, 1, mod.rank, alpha, config.use_rslora, 0.0, cpu).scaling;
     }
     r.modules.push_back(mod);

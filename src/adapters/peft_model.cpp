@@ -29,20 +29,6 @@ bool inside_module(const std::string& path, const std::string& name) {
   }
 }
 
-// PEFT's rank_pattern / alpha_pattern lookup: re.match(rf"(.*\.)?({pattern})$", path).
-template <typename T>
-const T* pattern_lookup(const std::map<std::string, T>& patterns, const std::string& path) {
-  for (auto& [pat, v] : patterns)
-    if (pat == path) return &v;
-  for (auto& [pat, v] : patterns) {
-    try {
-      if (std::regex_match(path, std::regex("(.*\\.)?(" + pat + ")"))) return &v;
-    } catch (const std::regex_error&) {
-    }
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 bool is_target_module(const AdapterConfig& c, const std::string& path, const std::vector<std::string>& head_modules) {
@@ -82,8 +68,7 @@ PeftModel::PeftModel(std::shared_ptr<Model> base, AdapterConfig config)
   }
   attach([&](const std::string& path) -> int64_t {
     if (config_.peft_type == PeftType::AdaLora) return config_.init_r;
-    if (auto* r = pattern_lookup(config_.lora_rank_pattern, path)) return *r;
-    return config_.r;
+    return config_.rank_of(path);
   });
   pack();
 }
@@ -103,9 +88,8 @@ void PeftModel::attach(const std::function<int64_t(const std::string&)>& rank_of
       a->scaling = config_.lora_alpha > 0 ? config_.lora_alpha : static_cast<double>(config_.init_r);
       layer = a;
     } else {
-      double alpha = config_.lora_alpha;
-      if (auto* a = pattern_lookup(config_.alpha_pattern, path)) alpha = *a;
-      layer = std::make_shared<LoraLayer>(linear->in_features(), linear->out_features(), r, alpha, config_.use_rslora,
+      layer = std::make_shared<LoraLayer>(linear->in_features(), linear->out_features(), r, config_.alpha_of(path),
+                                          config_.use_rslora,
                                           config_.lora_dropout, opts);
     }
     if (linear->fan_in_fan_out()) config_.fan_in_fan_out = true;

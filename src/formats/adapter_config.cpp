@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <sstream>
+#include <regex>
 #include <stdexcept>
 #include <type_traits>
 
@@ -58,6 +59,26 @@ void AdapterConfig::validate() const {
     errors.push_back("use_dora: AdaLoRA does not support DoRA; set use_dora to false");
   if (extra.contains("loftq_config") && extra["loftq_config"].is_object() && !extra["loftq_config"].empty() && peft_type == PeftType::AdaLora)
     errors.push_back("loftq_config: AdaLoRA does not support LoftQ; remove it");
+  // PEFT options that change what the adapter computes and that peft.cpp does not implement: an
+  // adapter using them would load without error and compute something else.
+  auto set = [&](const char* key) {
+    if (!extra.contains(key)) return false;
+    const auto& v = extra[key];
+    return !(v.is_null() || (v.is_boolean() && !v.get<bool>()) || (v.is_array() && v.empty()) ||
+             (v.is_string() && v.get<std::string>().empty()));
+  };
+  if (peft_type == PeftType::Lora && set("use_dora"))
+    errors.push_back("use_dora: DoRA (weight-decomposed LoRA) is not supported by peft.cpp; use an adapter trained "
+                     "without it");
+  if (set("lora_bias")) errors.push_back("lora_bias: LoRA with a bias on lora_B is not supported by peft.cpp");
+  for (const char* key : {"layers_to_transform", "layers_pattern"})
+    if (set(key))
+      errors.push_back(std::string(key) + ": adapting only some layers this way is not supported by peft.cpp; "
+                       "name the layers' modules in target_modules (a regex such as "
+                       "\"model\\.layers\\.(0|1)\\..*(q_proj|v_proj)\") instead");
+  for (const char* key : {"use_qalora", "layer_replication", "trainable_token_indices", "target_parameters",
+                          "alora_invocation_tokens", "use_bdlora"})
+    if (set(key)) errors.push_back(std::string(key) + ": this PEFT option is not supported by peft.cpp");
   if (errors.empty()) return;
   std::string msg = "invalid " + method() + " configuration:";
   for (auto& e : errors) msg += "\n  - " + e;
@@ -207,6 +228,33 @@ AdapterConfig AdapterConfig::from_file(const std::string& path) {
 
 void AdapterConfig::save(const std::string& path) const {
   write_text_atomic(path, to_json().dump(2) + "\n");
+}
+
+namespace {
+
+template <typename T>
+const T* pattern_lookup(const std::map<std::string, T>& patterns, const std::string& path) {
+  for (auto& [pat, v] : patterns)
+    if (pat == path) return &v;
+  for (auto& [pat, v] : patterns) {
+    try {
+      if (std::regex_match(path, std::regex("(.*\\.)?(" + pat + ")"))) return &v;
+    } catch (const std::regex_error&) {
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+int64_t AdapterConfig::rank_of(const std::string& path) const {
+  const int64_t* v = pattern_lookup(lora_rank_pattern, path);
+  return v ? *v : r;
+}
+
+double AdapterConfig::alpha_of(const std::string& path) const {
+  const double* v = pattern_lookup(alpha_pattern, path);
+  return v ? *v : lora_alpha;
 }
 
 }  // namespace peft

@@ -60,6 +60,37 @@ TEST(AdapterConfigValues, RanksLargerThanAnyLayerAreRefused) {
   EXPECT_EQ(adapter_error(adalora({{"init_r", 4096}, {"target_r", 1024}})), "");
 }
 
+TEST(AdapterConfigValues, PeftOptionsThatChangeTheComputationAreRefusedNotIgnored) {
+  const nlohmann::json lora = {{"peft_type", "LORA"}, {"r", 4}};
+  auto with = [&](const nlohmann::json& extra) {
+    nlohmann::json j = lora;
+    j.update(extra);
+    return adapter_error(j);
+  };
+  EXPECT_NE(with({{"use_dora", true}}).find("use_dora: DoRA"), std::string::npos);
+  EXPECT_NE(with({{"lora_bias", true}}).find("lora_bias:"), std::string::npos);
+  EXPECT_NE(with({{"layers_to_transform", {0, 1}}}).find("layers_to_transform: adapting only some layers"),
+            std::string::npos);
+  EXPECT_NE(with({{"layers_pattern", "layers"}}).find("layers_pattern:"), std::string::npos);
+  EXPECT_NE(with({{"trainable_token_indices", {1, 2}}}).find("trainable_token_indices:"), std::string::npos);
+  // PEFT writes these keys unset in every adapter: accepted
+  EXPECT_EQ(with({{"use_dora", false}, {"lora_bias", false}, {"layers_to_transform", nullptr}, {"layers_pattern", nullptr},
+                  {"use_qalora", false}, {"layer_replication", nullptr}, {"trainable_token_indices", nullptr},
+                  {"target_parameters", nullptr}, {"alora_invocation_tokens", nullptr}, {"use_bdlora", nullptr}}),
+            "");
+}
+
+TEST(AdapterConfig, RankAndAlphaPatternsAreLookedUpAsPeftDoes) {
+  auto c = AdapterConfig::from_json({{"peft_type", "LORA"}, {"r", 8}, {"lora_alpha", 16},
+                                     {"rank_pattern", {{"model.layers.0.self_attn.q_proj", 2}, {"v_proj", 4}}},
+                                     {"alpha_pattern", {{"layers\\.1\\..*", 3.0}}}});
+  EXPECT_EQ(c.rank_of("model.layers.0.self_attn.q_proj"), 2);   // the exact key
+  EXPECT_EQ(c.rank_of("model.layers.3.self_attn.v_proj"), 4);   // (.*\.)?(v_proj) matches the whole path
+  EXPECT_EQ(c.rank_of("model.layers.3.self_attn.xv_proj"), 8);  // not a whole-name match: r
+  EXPECT_EQ(c.alpha_of("model.layers.1.mlp.up_proj"), 3.0);
+  EXPECT_EQ(c.alpha_of("model.layers.11.mlp.up_proj"), 16.0);
+}
+
 TEST(ModelConfigValues, AnInitializerRangeThatIsNotANumberNamesTheKey) {
   nlohmann::json j = {{"model_type", "llama"}, {"vocab_size", 32}, {"hidden_size", 8}, {"intermediate_size", 16},
                       {"num_hidden_layers", 1}, {"num_attention_heads", 2}, {"initializer_range", "0.02"}};

@@ -57,6 +57,11 @@ struct AdapterConfig {
   static AdapterConfig from_file(const std::string& path);
   void save(const std::string& path) const;  // atomic
   std::string method() const { return peft_type == PeftType::Lora ? "lora" : "adalora"; }
+
+  // LoRA's rank and lora_alpha of the module at `path`, as PEFT reads rank_pattern / alpha_pattern:
+  // the key equal to the path, else the first key k with (.*\.)?(k) matching the whole path, else r / lora_alpha.
+  int64_t rank_of(const std::string& path) const;
+  double alpha_of(const std::string& path) const;
 };
 
 }  // namespace peft
