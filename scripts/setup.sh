@@ -65,4 +65,3 @@ else
   echo "$want" > "$STAMP"
   echo "setup: Python environment ready: torch $("$VENV/bin/python" -c 'import torch; print(torch.__version__)')"
 fi
-bash "$ROOT/scripts/fetch-llama-cpp.sh"  # llama.cpp, for the test of `peft export --gguf` (built once: about 10 min on 2 cores)

@@ -47,7 +47,7 @@ GGML_TYPE_F32 = 0
 def need_llama_cpp():
     if not (LLAMA_CPP / "python" / "llama_cpp").is_dir() or not (LLAMA_CPP / "convert" / "convert_hf_to_gguf.py").is_file():
         pytest.fail(f"llama.cpp is not built in {LLAMA_CPP}: scripts/fetch-llama-cpp.sh builds it "
-                    "(scripts/setup.sh, which make test runs, calls it)")
+                    "(the Makefile's test-data target, which make test runs, calls it)")
     for p in (LLAMA_CPP / "python", LLAMA_CPP / "deps"):
         if str(p) not in sys.path:
             sys.path.insert(0, str(p))
