@@ -26,6 +26,7 @@ from interop_util import (
     _deviations,
     check_close,
     check_effect,
+    cpp_logits,
     deviation_report,  # noqa: F401 (module fixture: prints the deviations)
     load_peft,
     max_abs_diff,
@@ -204,6 +205,27 @@ def test_llama_cpp_base_equals_transformers(llama, qwen2):
     """The premise: without an adapter, llama.cpp on the converted F32 file gives transformers' logits."""
     for name, (base_dir, base_gguf, ids) in {"llama": llama, "qwen2": qwen2}.items():
         check_close(f"{name} base: llama.cpp vs transformers", llama_cpp_logits(base_gguf, ids), peft_logits(base_dir, ids))
+
+
+def test_peft_reads_llama_cpps_files_as_the_original_models(work, llama, qwen2):
+    """`peft convert` and `--model FILE.gguf` on the files llama.cpp's own converter wrote: the original
+    model's weights bit for bit (q/k rows back in Hugging Face's order) and its logits."""
+    import shutil
+
+    for name, (base_dir, base_gguf, _) in {"llama": llama, "qwen2": qwen2}.items():
+        out = work / f"{name}-from-gguf"
+        if out.exists():
+            shutil.rmtree(out)
+        run_cli("convert", base_gguf, out)
+        ours, theirs = load_file(str(out / "model.safetensors")), load_file(str(base_dir / "model.safetensors"))
+        assert sorted(ours) == sorted(theirs), f"{name}: {sorted(set(ours) ^ set(theirs))}"
+        for key, t in theirs.items():
+            assert torch.equal(ours[key], t), f"{name}: {key} differs from the original"
+        data = write_jsonl(work / f"{name}-text.jsonl", [{"text": TEXT}])
+        dump = cpp_logits(base_gguf, data, work / f"{name}-logits.safetensors", batch_size=1)
+        ids = dump["input_ids"][0].tolist()
+        check_close(f"{name}: peft eval --model (llama.cpp's F32 GGUF) vs transformers on the original", dump["logits"][0],
+                    peft_logits(base_dir, ids))
 
 
 def test_adalora_with_pruned_modules(work, llama):
