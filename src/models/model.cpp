@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <iostream>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -61,15 +62,37 @@ static std::string list_names(const std::vector<std::string>& names, size_t max 
 
 void Model::load_state(const std::map<std::string, at::Tensor>& tensors, const std::string& origin) {
   auto params = named_parameters(/*recurse=*/true);
-  std::vector<std::string> missing, unexpected, bad_shape;
+  // A head model (BertForSequenceClassification) from a checkpoint of its base model (BertModel, as
+  // sentence-transformers ship them), as transformers loads one: a key "bert.x" is read as "x" when
+  // the checkpoint has no key under "bert.", and head parameters it lacks start from the initialisation.
+  auto has_prefix = [&](const std::string& prefix) {
+    auto it = tensors.lower_bound(prefix);
+    return it != tensors.end() && it->first.compare(0, prefix.size(), prefix) == 0;
+  };
+  auto find = [&](const std::string& key) {
+    auto it = tensors.find(key);
+    if (it != tensors.end()) return it;
+    const auto dot = key.find('.');
+    if (dot == std::string::npos || has_prefix(key.substr(0, dot + 1))) return tensors.end();
+    return tensors.find(key.substr(dot + 1));
+  };
+  const auto heads = head_modules();
+  auto in_head = [&](const std::string& key) {
+    for (const auto& h : heads)
+      if (key.rfind(h + ".", 0) == 0) return true;
+    return false;
+  };
+  std::vector<std::string> missing, unexpected, bad_shape, new_head;
   std::set<std::string> used;
+  std::map<std::string, std::string> source;  // parameter -> checkpoint key
   for (const auto& p : params) {
-    auto it = tensors.find(p.key());
+    auto it = find(p.key());
     if (it == tensors.end()) {
-      missing.push_back(p.key());
+      (in_head(p.key()) ? new_head : missing).push_back(p.key());
       continue;
     }
-    used.insert(p.key());
+    used.insert(it->first);
+    source[p.key()] = it->first;
     if (it->second.sizes() != p.value().sizes()) {
       std::ostringstream os;
       os << p.key() << " has shape " << it->second.sizes() << " in the file, the model expects "
@@ -85,7 +108,18 @@ void Model::load_state(const std::map<std::string, at::Tensor>& tensors, const s
   if (!missing.empty()) throw std::runtime_error(origin + ": missing tensors for " + config_.architecture + ": " + list_names(missing) + hint);
   if (!unexpected.empty()) throw std::runtime_error(origin + ": tensors the model does not have: " + list_names(unexpected) + hint);
   at::NoGradGuard no_grad;
-  for (auto& p : params) p.value().copy_(tensors.at(p.key()).to(p.value().scalar_type()));
+  for (auto& p : params)
+    if (source.count(p.key())) p.value().copy_(tensors.at(source.at(p.key())).to(p.value().scalar_type()));
+  if (!new_head.empty()) {
+    const double range = ConfigReader{config_.raw, origin}.number("initializer_range", 0.02);
+    for (auto& p : params) {
+      if (source.count(p.key())) continue;
+      if (ends_with(p.key(), ".bias")) p.value().zero_();
+      else p.value().normal_(0.0, range);
+    }
+    std::cerr << "note: " << origin << " has no " << list_names(new_head) << " (a checkpoint of the base model without "
+              << config_.architecture << "'s head): newly initialised; train them (peft train does, as modules_to_save)\n";
+  }
 }
 
 std::map<std::string, at::Tensor> Model::state_dict_tensors() {

@@ -5,6 +5,7 @@ import torch
 
 from interop_util import (
     ADALORA,
+    CLI,
     LORA,
     adapted_modules,
     base_dir,
@@ -98,3 +99,38 @@ def test_roberta_classifier_loads_in_peft(work, method):
     adapter = train(model_dir, work["train"], work["dir"] / f"roberta-{method}", *flags)
     compare(work, f"{'AdaLoRA' if method == 'adalora' else 'LoRA'} roberta classifier", model_dir, adapter,
             expect_zero_rank=method == "adalora")
+
+
+def test_classifier_from_a_base_model_checkpoint(work):
+    """A BertModel checkpoint (no "bert." prefix, no classifier: how sentence-transformers ship BERTs) with a
+    config naming BertForSequenceClassification, as transformers reads it: the encoder under its prefix, a
+    fresh classifier that training fills (modules_to_save). PEFT on transformers' reading of the same
+    directory gives peft.cpp's logits."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    src = base_dir("bert_a")
+    d = work["dir"] / "bert-base-checkpoint"
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir()
+    tensors = load_file(str(src / "model.safetensors"))
+    save_file({k[len("bert."):]: v for k, v in tensors.items() if k.startswith("bert.")}, str(d / "model.safetensors"))
+    config = json.loads((src / "config.json").read_text())
+    config.update(num_labels=2, id2label={"0": "other", "1": "budget"}, label2id={"other": 0, "budget": 1})
+    (d / "config.json").write_text(json.dumps(config))
+    shutil.copy(src / "tokenizer.json", d / "tokenizer.json")
+
+    import subprocess
+
+    r = subprocess.run([CLI, "eval", "--model", str(d), "--data", str(work["eval"])], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "newly initialised" in r.stderr and "classifier.weight" in r.stderr, r.stderr
+    adapter = train(d, work["train"], work["dir"] / "bert-from-base", *LORA, "--target_modules", "query,value",
+                    "--modules_to_save", "classifier")
+    ours = cpp_logits(d, work["eval"], work["dir"] / "bert-from-base.safetensors", adapter=adapter)
+    theirs = logits_of(load_peft(load_classifier(d), adapter), ours)
+    check_close("bert classifier from a BertModel checkpoint: peft.cpp vs PEFT", ours["logits"], theirs)
