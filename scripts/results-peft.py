@@ -86,10 +86,10 @@ def main():
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
-            step += 1
-            if a.method == "adalora":
+            if a.method == "adalora":  # the 0-based optimizer step, after step(), before zero_grad()
                 model.base_model.update_and_allocate(step)
             opt.zero_grad(set_to_none=True)
+            step += 1
             last = loss.item()
             if step % 25 == 0:
                 print(f"peft step {step}/{steps} loss {last:.4f} lr {sched.get_last_lr()[0]:.3g}", file=sys.stderr)
