@@ -218,6 +218,9 @@ std::shared_ptr<World> World::connect(const WorldEnv& env, at::Device device, st
     if (getppid() != env.launcher_pid)
       throw std::runtime_error("the launcher of this process (pid " + std::to_string(env.launcher_pid) + ") is gone");
   }
+  // A peer that dies closes its sockets; Gloo's next write to one must fail with EPIPE, which
+  // becomes this process's error naming the dead peer, instead of killing it silently by SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
   w->rank_ = env.rank;
   w->size_ = env.size;
   w->local_rank_ = env.local_rank;
@@ -546,6 +549,8 @@ int launch_local(const LaunchOptions& o) {
       const bool interrupted = waited && forwarded_signal && WIFEXITED(status) && WEXITSTATUS(status) == 128 + forwarded_signal;
       const bool ok = waited && WIFEXITED(status) && WEXITSTATUS(status) == 0;
       if (interrupted && result == 0) result = WEXITSTATUS(status);
+      if (failed && !killed && waited && WIFSIGNALED(status))  // not the usual error exit: say so
+        say("peft: rank " + std::to_string(r) + " (pid " + std::to_string(pids[r]) + ") " + describe_status(status) + " too\n");
       if (ok || interrupted || killed || failed) continue;
       failed = true;
       result = waited ? exit_code_of(status) : 1;
