@@ -479,26 +479,32 @@ StepRecord Trainer::step_record(int64_t done, const StepLoss& loss, const at::Te
 }
 
 // Warns once when the run diverges: the task loss far above its running median, or the orthogonal
-// penalty exploding; remembers the last checkpoint written before it began.
+// penalty exploding; remembers the last checkpoint written before it began. Until the window holds
+// enough steps, and whenever the first step was lower (a run diverging from its first steps fills the
+// window with diverged values), the first step's value is the baseline.
 void Trainer::watch_divergence(const StepRecord& r) {
   const size_t window = 50, enough = 10;
-  const double loss_median = median_of(recent_loss_);
-  const double orth_median = median_of(recent_orth_);
-  const bool loss_high = recent_loss_.size() >= enough && r.loss > 3.0 * loss_median + 1.0;
-  const bool orth_high = !std::isnan(r.orth_penalty) && recent_orth_.size() >= enough &&
-                         r.orth_penalty > 100.0 * orth_median + 10.0;
+  auto baseline = [&](const std::vector<double>& recent, double first) {
+    return recent.size() >= enough ? std::min(median_of(recent), first) : first;
+  };
+  const double loss_median = baseline(recent_loss_, first_loss_);
+  const double orth_median = baseline(recent_orth_, first_orth_);
+  const bool loss_high = !recent_loss_.empty() && r.loss > 3.0 * loss_median + 1.0;
+  const bool orth_high = !std::isnan(r.orth_penalty) && !recent_orth_.empty() && r.orth_penalty > 100.0 * orth_median + 10.0;
   if ((loss_high || orth_high) && diverging_since_ < 0) {
     diverging_since_ = r.step;
     checkpoint_before_divergence_ = last_finite_checkpoint_;
     std::ostringstream os;
     os << "warning: training is diverging at step " << r.step << ": ";
-    if (loss_high) os << "loss " << number(r.loss) << " against a running median of " << number(loss_median);
+    if (loss_high) os << "loss " << number(r.loss) << " against " << number(loss_median) << " (the running median, or the first step if lower)";
     if (loss_high && orth_high) os << ", ";
     if (orth_high) os << "orthogonal penalty " << number(r.orth_penalty) << " against " << number(orth_median);
     os << ". Lower --lr (now " << number(opt_.lr) << ")" << (opt_.max_grad_norm > 0 ? "" : ", turn --max-grad-norm on")
        << (warmup_ == 0 ? ", add --warmup-ratio 0.05" : "") << "; checkpoints from here on may hold diverged weights\n";
     say(os.str());
   }
+  if (recent_loss_.empty()) first_loss_ = r.loss;
+  if (recent_orth_.empty() && !std::isnan(r.orth_penalty)) first_orth_ = r.orth_penalty;
   recent_loss_.push_back(r.loss);
   if (!std::isnan(r.orth_penalty)) recent_orth_.push_back(r.orth_penalty);
   if (recent_loss_.size() > window) recent_loss_.erase(recent_loss_.begin());

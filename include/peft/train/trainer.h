@@ -4,6 +4,7 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -114,6 +115,7 @@ class Trainer {
   std::chrono::steady_clock::time_point last_log_;
   // divergence watch: recent task losses and orthogonal penalties, the step it was first seen
   std::vector<double> recent_loss_, recent_orth_;
+  double first_loss_ = NAN, first_orth_ = NAN;  // of this process's first step: the baseline before the window fills
   int64_t diverging_since_ = -1;
   std::string last_finite_checkpoint_, checkpoint_before_divergence_;
 };
