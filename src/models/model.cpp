@@ -144,13 +144,6 @@ void Model::init_weights(double initializer_range) {
   }
 }
 
-at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels) {
-  auto T = logits.size(1);
-  auto shift_logits = logits.narrow(1, 0, T - 1).to(at::kFloat).reshape({-1, logits.size(-1)});
-  auto shift_labels = labels.narrow(1, 1, T - 1).reshape({-1}).to(at::kLong);
-  return at::cross_entropy_loss(shift_logits, shift_labels, {}, at::Reduction::Mean, -100);
-}
-
 at::ScalarType parse_dtype(const std::string& name) {
   if (name == "float32" || name == "fp32" || name == "f32") return at::kFloat;
   if (name == "bfloat16" || name == "bf16") return at::kBFloat16;

@@ -2,6 +2,8 @@
 // must match transformers' within 1e-4; padding, save/load and config errors behave.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "peft/models/model.h"
 #include "peft/formats/safetensors.h"
 #include "peft/models/model_family.h"
@@ -89,6 +91,35 @@ TEST(Models, CausalLossIgnoresMinus100AndMatchesManualMean) {
       ++n;
     }
   EXPECT_NEAR(loss, sum / n, 1e-6);
+}
+
+// The loss's hand-written gradient against autograd through log_softmax in float64, which is what
+// transformers' cross-entropy differentiates: ignored labels, a row with every label ignored, bf16 logits.
+TEST(Models, CausalLossGradientIsAutogradsOfLogSoftmax) {
+  at::manual_seed(3);
+  for (auto dtype : {at::kFloat, at::kBFloat16}) {
+    auto logits = (at::randn({3, 6, 50}) * 4).to(dtype).requires_grad_(true);
+    auto labels = at::randint(0, 50, {3, 6}, at::kLong);
+    labels[0][2] = -100;
+    labels[1][5] = -100;
+    labels[2].fill_(-100);
+    auto loss = causal_lm_loss(logits, labels);
+    (loss * 1.5).backward();
+
+    auto ref_logits = logits.detach().to(at::kDouble).requires_grad_(true);
+    auto shifted = ref_logits.narrow(1, 0, 5).reshape({-1, 50});
+    auto ref = at::nll_loss(at::log_softmax(shifted, -1), labels.narrow(1, 1, 5).reshape({-1}), {}, at::Reduction::Mean, -100);
+    (ref * 1.5).backward();
+    // The loss is computed in float32 from the logits' values either way; the gradient is rounded to bf16.
+    EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-6 * ref.item<double>()) << dtype;
+    ASSERT_EQ(logits.grad().scalar_type(), dtype);
+    EXPECT_LE(max_abs_diff(logits.grad().to(at::kDouble), ref_logits.grad()), dtype == at::kFloat ? 1e-7 : 1e-3) << dtype;
+    EXPECT_TRUE(at::equal(logits.grad()[2], at::zeros({6, 50}, logits.options())));  // nothing to predict
+    EXPECT_TRUE(at::equal(logits.grad().select(1, 5), at::zeros({3, 50}, logits.options())));
+  }
+  // No counted token: NaN, as transformers' mean over zero tokens.
+  auto none = causal_lm_loss(at::randn({1, 4, 9}), at::full({1, 4}, -100, at::kLong));
+  EXPECT_TRUE(std::isnan(none.item<double>()));
 }
 
 TEST(ModelConfig, UnknownModelTypeListsSupported) {

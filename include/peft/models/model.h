@@ -95,7 +95,7 @@ std::shared_ptr<Model> load_model(const std::string& model, const LoadOptions& o
 void save_model(Model& model, const std::string& dir);
 
 // Causal-LM loss as transformers computes it: logits at t predict labels at t+1, -100 ignored,
-// mean over counted tokens, in float32.
+// mean over counted tokens, in float32 (src/models/causal_lm_loss.cpp: one autograd function, one softmax).
 at::Tensor causal_lm_loss(const at::Tensor& logits, const at::Tensor& labels);
 
 at::ScalarType parse_dtype(const std::string& name);  // "float32"/"fp32", "bfloat16"/"bf16", "float16"
