@@ -80,8 +80,13 @@ def run_python_side(args):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = safetensors.torch.load_file(args.tokens)["input_ids"]
     step_s, allocate_s, losses = [], [], []
-    for step in range(args.warmup + args.steps):
+    for step in range(args.warmup + args.steps + (1 if args.profile_file else 0)):
         x = ids[step % ids.shape[0]]
+        prof = None
+        if step == args.warmup + args.steps:  # one more step, under the profiler, untimed
+            x = ids[0]
+            prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+            prof.__enter__()
         t0 = time.perf_counter()
         out = model(input_ids=x, labels=x)
         out.loss.backward()
@@ -92,6 +97,10 @@ def run_python_side(args):
         t2 = time.perf_counter()
         opt.zero_grad(set_to_none=False)
         t3 = time.perf_counter()
+        if prof is not None:
+            prof.__exit__(None, None, None)
+            prof.export_chrome_trace(args.profile_file)
+            continue
         if step < args.warmup:
             continue
         step_s.append(t3 - t0)
@@ -151,18 +160,18 @@ def mm2048_flops(threads, dtype):
     return 2 * 2048 ** 3 / best
 
 
-def run_side(side, row, model, tokens, warmup, steps):
+def run_side(side, row, model, tokens, warmup, steps, profile=None):
     method, dtype, batch, seq, threads = row
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PEFT_NUM_THREADS=str(threads),
                TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     if side == "peft.cpp":
         env.update(PEFT_STEP_MODEL=model, PEFT_STEP_TOKENS=tokens, PEFT_STEP_METHOD=method, PEFT_STEP_DTYPE=dtype,
-                   PEFT_STEP_WARMUP=str(warmup), PEFT_STEP_STEPS=str(steps))
+                   PEFT_STEP_WARMUP=str(warmup), PEFT_STEP_STEPS=str(steps), PEFT_STEP_PROFILE=profile or "")
         cmd = [os.path.join(ROOT, "build", "peft_bench"), "peft-step"]
     else:
         cmd = [sys.executable, os.path.abspath(__file__), "--python-side", "--model", model, "--tokens", tokens,
                "--method", method, "--dtype", dtype, "--threads", str(threads), "--warmup", str(warmup),
-               "--steps", str(steps)]
+               "--steps", str(steps)] + (["--profile-file", profile] if profile else [])
     out = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"bench-peft: {side} failed for {row}:\n{out.stdout}\n{out.stderr}")
@@ -189,6 +198,9 @@ def main(argv):
     p.add_argument("--rounds", type=int, default=2, help="A B, B A, ... rounds per row")
     p.add_argument("--rows", default="all",
                    help="'all', or comma-separated METHOD:DTYPE:BATCHxSEQ:THREADS, e.g. lora:float32:4x256:2")
+    p.add_argument("--profile", action="store_true",
+                   help="after each row, one more step of each side under the profiler: self time per operator")
+    p.add_argument("--profile-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.python_side:
         return run_python_side(args)
@@ -210,13 +222,15 @@ def main(argv):
     print(f"bench-peft: {name}; {os.cpu_count()} CPUs; native bf16: {'yes' if native_bf16 else 'no'}; "
           f"torch {torch.__version__}; {args.warmup} warm-up + {args.steps} measured steps per process, "
           f"{args.rounds} rounds A B / B A per row")
-    print(f"command: .venv/bin/python bench/bench_peft.py --rows {args.rows} --steps {args.steps} --rounds {args.rounds}")
+    print(f"command: .venv/bin/python bench/bench_peft.py --rows {args.rows} --steps {args.steps} --rounds {args.rounds}"
+          + (" --profile" if args.profile else ""))
     header = ("| method | dtype | batch | threads | peft.cpp ms/step (median, mean) | PEFT ms/step (median, mean) | "
               "ratio | tokens/s ours, PEFT | update_and_allocate ms ours, PEFT | peak RSS GB ours, PEFT (ratio) | "
               "step / 2048^3 rate | matmul shapes alone / step |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     limits = {}
+    profiles = []
     for row in rows:
         method, dtype, batch, seq, threads = row
         if dtype == "bfloat16" and not native_bf16:
@@ -249,6 +263,51 @@ def main(argv):
               f"{batch * seq / mo:.0f}, {batch * seq / median(theirs):.0f} | {ua} | "
               f"{rss_ours / 1e9:.2f}, {rss_theirs / 1e9:.2f} ({rss_ours / rss_theirs:.2f}) | "
               f"{flops / mo / mm_rate:.2f} | {limit_s / mo:.2f} |", flush=True)
+        if args.profile:
+            name = f"{method}-{dtype}-{batch}x{seq}-{threads}"
+            traces = {side: os.path.join(cache, f"profile-{name}-{side}.json") for side in ("peft.cpp", "PEFT")}
+            for side, trace in traces.items():
+                run_side(side, row, model, tokens, 1, 0, trace)
+            profiles.append((name, {side: self_times(trace) for side, trace in traces.items()}))
+    for name, prof in profiles:
+        print_profile(name, prof)
+
+
+def self_times(trace):
+    """Self time (s) per operator over one step of a chrome trace: each event's duration less that of the
+    events nested in it on the same thread."""
+    with open(trace) as f:
+        data = json.load(f)
+    events = [e for e in (data["traceEvents"] if isinstance(data, dict) else data)
+              if e.get("ph") == "X" and e.get("cat", "cpu_op") in ("cpu_op", "operator", "")]
+    out = {}
+    for tid in {e.get("tid") for e in events}:
+        stack = []  # (end, name, child time)
+        for e in sorted((e for e in events if e.get("tid") == tid), key=lambda e: (float(e["ts"]), -float(e["dur"]))):
+            start, dur = float(e["ts"]), float(e["dur"])
+            while stack and stack[-1][0] <= start:
+                end, n, child, d = stack.pop()
+                out[n] = out.get(n, 0.0) + (d - child) * 1e-6
+            if stack:
+                stack[-1][2] += dur
+            stack.append([start + dur, e["name"], 0.0, dur])
+        while stack:
+            end, n, child, d = stack.pop()
+            out[n] = out.get(n, 0.0) + (d - child) * 1e-6
+    return out
+
+
+def print_profile(name, prof):
+    ours, theirs = prof["peft.cpp"], prof["PEFT"]
+    total_o, total_t = sum(ours.values()), sum(theirs.values())
+    print(f"\nprofile {name}: self time per operator over one step (profiled, so slower than the timed steps): "
+          f"peft.cpp {total_o:.2f} s, PEFT {total_t:.2f} s")
+    print("| operator | peft.cpp ms | % | PEFT ms | % |")
+    print("|---|---:|---:|---:|---:|")
+    top = sorted(set(ours) | set(theirs), key=lambda k: -max(ours.get(k, 0), theirs.get(k, 0)))[:15]
+    for k in top:
+        o, t = ours.get(k, 0.0), theirs.get(k, 0.0)
+        print(f"| {k} | {1e3 * o:.0f} | {100 * o / total_o:.1f} | {1e3 * t:.0f} | {100 * t / total_t:.1f} |")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 // peft.cpp's side of `make bench-peft` (bench/bench_peft.py): training steps on a model directory and
 // token batches that the PEFT side uses too; prints one JSON line of per-step times and peak RSS.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,6 +76,26 @@ void bench_peft_step() {
     step_s.push_back(t3 - t0);
     allocate_s.push_back(t2 - t1);
     losses.push_back(out.loss.item<double>());
+  }
+  // PEFT_STEP_PROFILE=FILE: one more step under the profiler, its chrome trace written to FILE
+  // (bench_peft.py --profile reads it); the timed steps above ran without it.
+  const std::string profile = peft::bench::env_or("PEFT_STEP_PROFILE", "");
+  if (!profile.empty()) {
+    peft::Batch b;
+    b.input_ids = ids[0];
+    b.labels = b.input_ids;
+    // Kineto, as torch.profiler on PEFT's side, so that both traces count the same way.
+    namespace prof = torch::autograd::profiler;
+    const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
+    const std::set<torch::profiler::impl::ActivityType> cpu{torch::profiler::impl::ActivityType::CPU};
+    prof::prepareProfiler(config, cpu);
+    prof::enableProfiler(config, cpu);
+    auto out = pm.forward(b);
+    out.loss.backward();
+    opt.step();
+    if (ada) pm.update_and_allocate(warmup + steps);
+    pm.params().zero_grad();
+    prof::disableProfiler()->save(profile);
   }
   nlohmann::json j = {{"side", "peft.cpp"},           {"method", method},
                       {"dtype", dtype},               {"threads", at::get_num_threads()},
