@@ -1,9 +1,12 @@
-// Process-wide runtime settings: the CPU thread count, and the check for other processes on the cores.
-// Debian's libtorch started with one intra-op thread on a two-core machine, so we set it ourselves.
+// Process-wide runtime settings: the CPU thread count, the allocator's reuse of large blocks, and the
+// check for other processes on the cores.
 #include "peft/core/runtime.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -19,7 +22,28 @@
 
 namespace peft {
 
+namespace {
+
+// glibc serves every block above 32 MB (the logits of a large vocabulary, their gradient, the
+// softmax) with a fresh mmap and unmaps it when freed, so each step faults in and zeroes those
+// pages again: about a sixth of a SmolLM2 training step (bench/README.md). Served from the heap and
+// kept after free, they are reused instead. A GLIBC_TUNABLES that sets malloc options is left alone.
+void keep_large_blocks() {
+#if defined(__GLIBC__)
+  static bool done = false;
+  if (done) return;
+  done = true;
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::string(tunables).find("glibc.malloc.") != std::string::npos) return;
+  mallopt(M_MMAP_MAX, 0);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // give memory back only when 1 GB lies free at the top of the heap
+#endif
+}
+
+}  // namespace
+
 int init_runtime() {
+  keep_large_blocks();
   int n = static_cast<int>(std::thread::hardware_concurrency());
   if (const char* env = std::getenv("PEFT_NUM_THREADS")) {
     const std::string v = env;

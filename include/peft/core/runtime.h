@@ -6,7 +6,9 @@
 
 namespace peft {
 
-// Sets libtorch's intra-op thread count to PEFT_NUM_THREADS, or else to the number of cores.
+// Sets libtorch's intra-op thread count to PEFT_NUM_THREADS, or else to the number of cores, and
+// (glibc) has malloc reuse large blocks instead of mapping them afresh each time (unless GLIBC_TUNABLES
+// sets malloc options).
 // Returns the count in effect. Safe to call more than once. Throws std::invalid_argument when
 // PEFT_NUM_THREADS is set but is not a whole number >= 1.
 int init_runtime();
