@@ -300,7 +300,7 @@ def self_times(trace):
 def print_profile(name, prof):
     ours, theirs = prof["peft.cpp"], prof["PEFT"]
     total_o, total_t = sum(ours.values()), sum(theirs.values())
-    print(f"\nprofile {name}: self time per operator over one step (profiled, so slower than the timed steps): "
+    print(f"\nprofile {name}: self time per operator over one untimed step under the profiler: "
           f"peft.cpp {total_o:.2f} s, PEFT {total_t:.2f} s")
     print("| operator | peft.cpp ms | % | PEFT ms | % |")
     print("|---|---:|---:|---:|---:|")
