@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "peft/layers/adapter.h"
+#include "peft/layers/lora_linear.h"
 
 namespace peft {
 
@@ -16,6 +17,14 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) {
+  if (adapter && !merged && adapter->rank() > 0 && !weight.requires_grad()) {
+    // Base and adapter as one function; the adapter sees x in its own dtype (float32 on a bf16 base).
+    AdapterLayer::LowRank lr = adapter->low_rank();
+    if (x.scalar_type() == weight.scalar_type()) {
+      return lora_linear(x, adapter->apply_dropout(x.to(lr.A.scalar_type())), fan_in_fan_out_ ? weight.t() : weight,
+                         bias, lr.A, lr.B, lr.scale);
+    }
+  }
   at::Tensor y;
   if (fan_in_fan_out_) {
     y = at::matmul(x, weight);

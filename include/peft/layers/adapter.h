@@ -22,13 +22,19 @@ class AdapterLayer {
   // Trainable tensors with PEFT's local names ("lora_A", "lora_E", "lora_B").
   virtual std::vector<std::pair<std::string, at::Tensor*>> parameters() = 0;
   virtual int64_t rank() const = 0;
+  // The delta as scale * B A, A (r, in) and B (out, r) (for AdaLoRA A is lora_A * lora_E), which the
+  // projection uses to run base and adapter as one function (peft/layers/lora_linear.h).
+  struct LowRank {
+    at::Tensor A, B;
+    double scale;
+  };
+  virtual LowRank low_rank() const = 0;
+  // The adapter's dropout on its input (in training, when dropout > 0; x itself otherwise).
+  at::Tensor apply_dropout(const at::Tensor& x) const;
 
   int64_t in_features, out_features;
   double dropout;
   bool training = true;
-
- protected:
-  at::Tensor apply_dropout(const at::Tensor& x) const;
 };
 
 // Plain LoRA: lora_A (r, in), lora_B (out, r); scaling alpha/r, or alpha/sqrt(r) with rsLoRA.
@@ -40,6 +46,7 @@ class LoraLayer : public AdapterLayer {
   at::Tensor delta_weight() const override;
   std::vector<std::pair<std::string, at::Tensor*>> parameters() override;
   int64_t rank() const override { return lora_A.size(0); }
+  LowRank low_rank() const override { return {lora_A, lora_B, scaling}; }
   // PEFT's init_lora_weights=True: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0.
   void reset_parameters();
 
@@ -57,6 +64,7 @@ class AdaLoraLayer : public AdapterLayer {
   at::Tensor delta_weight() const override;
   std::vector<std::pair<std::string, at::Tensor*>> parameters() override;
   int64_t rank() const override { return lora_A.size(0); }
+  LowRank low_rank() const override { return {lora_A * lora_E, lora_B, multiplier()}; }
   // PEFT's init: A, B ~ normal(0, 0.02), E = 0.
   void reset_parameters();
   // The effective multiplier scaling / (ranknum + 1e-5), computed as PEFT does in float32.
