@@ -101,7 +101,9 @@ struct Child {
   std::string log;
 };
 
-Child spawn_cli(const std::vector<std::string>& args, const std::map<std::string, std::string>& env, const std::string& log) {
+// `prefix` runs the program through another (["ip", "netns", "exec", NAME]), found on PATH.
+Child spawn_cli(const std::vector<std::string>& args, const std::map<std::string, std::string>& env, const std::string& log,
+                const std::vector<std::string>& prefix = {}) {
   std::vector<std::string> kv;
   for (char** e = environ; *e; ++e) {
     std::string s = *e;
@@ -112,8 +114,9 @@ Child spawn_cli(const std::vector<std::string>& args, const std::map<std::string
   for (auto& s : kv) envp.push_back(s.data());
   envp.push_back(nullptr);
   std::string program = PEFT_CLI;
-  std::vector<std::string> copy = args;
-  argv.push_back(program.data());
+  std::vector<std::string> copy = prefix;
+  copy.push_back(program);
+  copy.insert(copy.end(), args.begin(), args.end());
   for (auto& a : copy) argv.push_back(a.data());
   argv.push_back(nullptr);
   posix_spawn_file_actions_t files;
@@ -122,7 +125,7 @@ Child spawn_cli(const std::vector<std::string>& args, const std::map<std::string
   posix_spawn_file_actions_adddup2(&files, 1, 2);
   Child c;
   c.log = log;
-  if (posix_spawn(&c.pid, program.c_str(), &files, nullptr, argv.data(), envp.data()) != 0) c.pid = -1;
+  if (posix_spawnp(&c.pid, argv[0], &files, nullptr, argv.data(), envp.data()) != 0) c.pid = -1;
   posix_spawn_file_actions_destroy(&files);
   return c;
 }
@@ -388,4 +391,47 @@ TEST(Distributed, AMissingRendezvousVariableIsNamed) {
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("WORLD_SIZE=2 but MASTER_ADDR is not set"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(tmp.str("run")));
+}
+
+// Two hosts: two network namespaces joined by a veth pair, each with its own address, so rank 1
+// reaches rank 0 only over that link (MASTER_ADDR = rank 0's address, GLOO_SOCKET_IFNAME = the
+// link), one process per host as a job scheduler starts them. The run equals the one-process run.
+// Creating namespaces needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN); without it the test is skipped.
+struct TwoHosts {
+  std::string a, b;  // namespace names; the links are <name>l
+  bool ok = false;
+  std::string error;
+  TwoHosts() {
+    const std::string id = std::to_string(getpid());
+    a = "pefta" + id, b = "peftb" + id;
+    const std::string la = a + "l", lb = b + "l";
+    const CliResult r = run_shell("ip netns add " + a + " && ip netns add " + b + " && ip link add " + la +
+                                  " type veth peer name " + lb + " && ip link set " + la + " netns " + a +
+                                  " && ip link set " + lb + " netns " + b + " && ip -n " + a + " addr add 10.213.0.1/24 dev " +
+                                  la + " && ip -n " + b + " addr add 10.213.0.2/24 dev " + lb + " && ip -n " + a +
+                                  " link set " + la + " up && ip -n " + b + " link set " + lb + " up && ip -n " + a +
+                                  " link set lo up && ip -n " + b + " link set lo up");
+    ok = r.code == 0;
+    error = r.out;
+  }
+  ~TwoHosts() { run_shell("ip netns del " + a + "; ip netns del " + b); }
+};
+
+TEST(Distributed, TwoHostsOverANetworkLinkTrainAsOneProcess) {
+  TwoHosts hosts;
+  if (!hosts.ok) GTEST_SKIP() << "cannot create network namespaces here (needs root): " << hosts.error;
+  TempDir tmp;
+  const std::string out = tmp.str("two-hosts");
+  std::vector<Child> ranks;
+  for (int r = 0; r < 2; ++r) {
+    const std::string host = r == 0 ? hosts.a : hosts.b;
+    ranks.push_back(spawn_cli(train_args(out, 24, 1),
+                              {{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "0"},
+                               {"LOCAL_WORLD_SIZE", "1"}, {"MASTER_ADDR", "10.213.0.1"}, {"MASTER_PORT", "29517"},
+                               {"GLOO_SOCKET_IFNAME", host + "l"}, {"PEFT_NUM_THREADS", "1"}},
+                              tmp.str("rank" + std::to_string(r) + ".log"), {"ip", "netns", "exec", host}));
+    ASSERT_GT(ranks.back().pid, 0);
+  }
+  for (auto& c : ranks) ASSERT_EQ(wait_for(c, 300), 0) << read_file(c.log);
+  expect_same_run(out, one_process_run());
 }
