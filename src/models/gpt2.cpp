@@ -3,8 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
-#include "core/compat.h"
 #include "models/families.h"
+#include "peft/layers/attention.h"
 #include "peft/layers/layers.h"
 
 namespace peft {
@@ -21,7 +21,7 @@ struct GPT2Attention : torch::nn::Module {
     auto shape = [&](const at::Tensor& t) { return t.view({B, T, heads, head_dim}).transpose(1, 2); };
     auto q = shape(qkv[0]), k = shape(qkv[1]), v = shape(qkv[2]);
     if (cache) cache->append(layer, k, v);
-    auto out = compat::attention(q, k, v, mask, true, 1.0 / std::sqrt(static_cast<double>(head_dim)));
+    auto out = attention(q, k, v, mask, true, 1.0 / std::sqrt(static_cast<double>(head_dim)));
     return c_proj->forward(out.transpose(1, 2).reshape({B, T, embd}));
   }
   int64_t heads, head_dim, embd;

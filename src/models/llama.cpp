@@ -3,8 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
-#include "core/compat.h"
 #include "models/families.h"
+#include "peft/layers/attention.h"
 #include "peft/layers/layers.h"
 
 namespace peft {
@@ -27,9 +27,7 @@ struct LlamaAttention : torch::nn::Module {
     q = Rope::apply(q, cos, sin);
     k = Rope::apply(k, cos, sin);
     if (cache) cache->append(layer, k, v);
-    auto rep = heads / kv_heads;
-    auto out = compat::attention(q, repeat_kv(k, rep), repeat_kv(v, rep), mask, /*causal=*/true,
-                                 1.0 / std::sqrt(static_cast<double>(head_dim)));
+    auto out = attention(q, k, v, mask, /*causal=*/true, 1.0 / std::sqrt(static_cast<double>(head_dim)));
     return o_proj->forward(out.transpose(1, 2).reshape({B, T, heads * head_dim}));
   }
 
