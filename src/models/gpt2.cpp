@@ -80,8 +80,7 @@ class GPT2LMHeadModel : public Model {
     auto positions = b.position_ids.defined() ? b.position_ids
                                               : at::arange(past, past + T, b.input_ids.options().dtype(at::kLong)).unsqueeze(0);
     auto x = transformer->wte->forward(b.input_ids) + transformer->wpe->forward(positions);
-    at::Tensor mask;
-    if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, x.scalar_type());
+    at::Tensor mask = causal_padding_mask(b, x.scalar_type());
     for (size_t i = 0; i < transformer->h->size(); ++i) {
       auto block = transformer->h->ptr<GPT2Block>(i);
       KVCache* cache = b.cache;

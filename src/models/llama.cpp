@@ -88,8 +88,7 @@ class LlamaForCausalLM : public Model {
                          ? b.position_ids
                          : at::arange(past, past + T, b.input_ids.options().dtype(at::kLong)).unsqueeze(0).expand({B, T});
     auto [cos, sin] = rope_.cos_sin(positions, h.scalar_type());
-    at::Tensor mask;
-    if (b.attention_mask.defined()) mask = padding_mask(b.attention_mask, h.scalar_type());
+    at::Tensor mask = causal_padding_mask(b, h.scalar_type());
     for (size_t i = 0; i < model->layers->size(); ++i) {
       auto layer = model->layers->ptr<LlamaDecoderLayer>(i);
       KVCache* cache = b.cache;

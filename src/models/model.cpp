@@ -15,6 +15,7 @@
 #include "core/compat.h"
 #include "peft/models/model_family.h"
 #include "peft/layers/checkpoint.h"
+#include "peft/layers/layers.h"
 #include "peft/core/file_io.h"
 #include "peft/formats/safetensors.h"
 #include "peft/formats/gguf_model.h"
@@ -45,6 +46,18 @@ at::Tensor Model::run_block(const std::function<at::Tensor(const at::Tensor&)>& 
   // The first block's input (frozen embeddings) needs no gradient, but the checkpoint's output must
   // have one for backward to reach the adapters inside: a leaf that asks for it.
   return checkpoint(block, x.requires_grad() ? x : x.detach().requires_grad_(true));
+}
+
+at::Tensor Model::causal_padding_mask(const Batch& b, at::ScalarType dtype) {
+  const at::Tensor& m = b.attention_mask;
+  if (!m.defined()) return {};
+  const int64_t T = m.size(-1);
+  // Padding seen by no token: right padding (each row's mask never rises again) whose outputs the loss ignores.
+  const bool unseen = at::GradMode::is_enabled() && !b.cache && m.dim() == 2 && b.labels.defined() &&
+                      b.labels.sizes() == m.sizes() &&
+                      (T < 2 || at::le(m.narrow(1, 1, T - 1), m.narrow(1, 0, T - 1)).all().item<bool>()) &&
+                      b.labels.masked_select(m.eq(0)).eq(-100).all().item<bool>();
+  return unseen ? at::Tensor() : padding_mask(m, dtype);
 }
 
 bool Model::ignorable_key(const std::string& key) const {

@@ -1,9 +1,11 @@
 // Model families against the reference: base-model logits of each golden case's first batch
-// must match transformers' within 1e-4; padding, save/load and config errors behave.
+// must match transformers' within 1e-4; padding (in evaluation and in training), save/load and config errors behave.
 #include <gtest/gtest.h>
 
 #include <cmath>
 
+#include "peft/adapters/peft_model.h"
+#include "peft/allocator/param_buffer.h"
 #include "peft/models/model.h"
 #include "peft/formats/safetensors.h"
 #include "peft/models/model_family.h"
@@ -61,6 +63,78 @@ static void expect_padding_invariance(const std::string& name) {
 TEST(Models, LlamaPaddedBatchMatchesUnpadded) { expect_padding_invariance("llama_a"); }
 TEST(Models, GPT2PaddedBatchMatchesUnpadded) { expect_padding_invariance("gpt2_a"); }
 TEST(Models, BertPaddedBatchMatchesUnpadded) { expect_padding_invariance("bert_a"); }
+
+namespace {
+
+struct LossAndGrads {
+  double loss;
+  at::Tensor grads;
+};
+
+// One training forward + backward of the golden case's adapter on `b`.
+LossAndGrads train_step(PeftModel& pm, const Batch& b) {
+  pm.params().zero_grad();
+  auto out = pm.forward(b);
+  out.loss.backward();
+  return {out.loss.item<double>(), pm.params().grads().clone()};
+}
+
+// In training a right-padded batch is the sum of its rows: the loss is the token-weighted mean of the
+// rows' losses and the adapters' gradients the same mean of theirs (the padding mask is then not used).
+void expect_padded_training_equals_rows(const std::string& name) {
+  auto base = load_model(golden(name) + "/base");
+  auto pm = PeftModel::load(base, golden(name) + "/adapter_init");
+  for (auto& m : pm->modules()) m.adapter->dropout = 0;
+  pm->train(true);
+  auto ids = golden_batch(read_json(golden(name) + "/data.json"), 0).narrow(0, 0, 2).clone();
+  const int64_t T = ids.size(1), keep = T - 5;
+  Batch row0, row1, padded;
+  row0.input_ids = row0.labels = ids.narrow(0, 0, 1).narrow(1, 0, keep).clone();
+  row1.input_ids = row1.labels = ids.narrow(0, 1, 1).clone();
+  padded.input_ids = ids.clone();
+  padded.input_ids[0].narrow(0, keep, T - keep).fill_(0);
+  padded.attention_mask = at::ones_like(ids);
+  padded.attention_mask[0].narrow(0, keep, T - keep).zero_();
+  padded.labels = padded.input_ids.masked_fill(padded.attention_mask.eq(0), -100);
+  auto r0 = train_step(*pm, row0), r1 = train_step(*pm, row1), got = train_step(*pm, padded);
+  const double n0 = static_cast<double>(keep - 1), n1 = static_cast<double>(T - 1);
+  const double loss = (n0 * r0.loss + n1 * r1.loss) / (n0 + n1);
+  const at::Tensor grads = (r0.grads * n0 + r1.grads * n1) / (n0 + n1);
+  EXPECT_NEAR(got.loss, loss, 1e-6 * loss) << name;
+  const double scale = grads.abs().max().item<double>();
+  ASSERT_GT(scale, 0) << name;
+  EXPECT_LE(max_abs_diff(got.grads, grads), 1e-5 * scale) << name;
+}
+
+// Where the padding is seen, by the loss (labels on padding) or by tokens (left padding), training
+// keeps the mask: its loss equals the evaluation's, which always applies it.
+void expect_seen_padding_masked_in_training(const std::string& name) {
+  auto base = load_model(golden(name) + "/base");
+  auto pm = PeftModel::load(base, golden(name) + "/adapter_init");
+  for (auto& m : pm->modules()) m.adapter->dropout = 0;
+  pm->train(true);
+  auto ids = golden_batch(read_json(golden(name) + "/data.json"), 0).narrow(0, 0, 2).clone();
+  const int64_t T = ids.size(1);
+  for (bool left : {false, true}) {
+    Batch b;
+    b.input_ids = ids.clone();
+    b.attention_mask = at::ones_like(ids);
+    b.attention_mask[0].narrow(0, left ? 0 : T - 5, 5).zero_();
+    b.input_ids[0].narrow(0, left ? 0 : T - 5, 5).fill_(0);
+    b.labels = left ? b.input_ids.masked_fill(b.attention_mask.eq(0), -100) : b.input_ids;
+    const double trained = pm->forward(b).loss.item<double>();
+    at::NoGradGuard no_grad;
+    const double evaluated = pm->forward(b).loss.item<double>();
+    EXPECT_NEAR(trained, evaluated, 1e-6 * evaluated) << name << (left ? " left padding" : " labels on padding");
+  }
+}
+
+}  // namespace
+
+TEST(Models, LlamaTrainingKeepsTheMaskWherePaddingIsSeen) { expect_seen_padding_masked_in_training("llama_a"); }
+TEST(Models, GPT2TrainingKeepsTheMaskWherePaddingIsSeen) { expect_seen_padding_masked_in_training("gpt2_a"); }
+TEST(Models, LlamaTrainingOnRightPaddedBatchEqualsItsRows) { expect_padded_training_equals_rows("llama_a"); }
+TEST(Models, GPT2TrainingOnRightPaddedBatchEqualsItsRows) { expect_padded_training_equals_rows("gpt2_a"); }
 
 TEST(Models, SaveLoadRoundTripGivesIdenticalTensors) {
   TempDir tmp;

@@ -76,6 +76,10 @@ class Model : public torch::nn::Module {
   // The block must hold what it uses by value: backward runs it again after forward has returned.
   at::Tensor run_block(const std::function<at::Tensor(const at::Tensor&)>& block, const at::Tensor& x,
                        bool has_cache) const;
+  // The additive mask (B, 1, 1, T) for a causal LM's padding, or none. A gradient being recorded, no
+  // cache, every row right-padded and the loss ignoring every padding position (label -100): none is
+  // needed, since the causal mask already hides the padding from every token, and the causal kernel runs.
+  static at::Tensor causal_padding_mask(const Batch& b, at::ScalarType dtype);
 
   ModelConfig config_;
 };
