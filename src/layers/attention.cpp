@@ -16,7 +16,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-constexpr int64_t kBlock = 64;  // positions per query block (and per key block in backward)
+constexpr int64_t kBlock = 64;  // positions per query block
 
 // Shapes of one call. Rows of the (N, T * rep, D) matrices are position-major: row t * rep + r is
 // query head r of the group at position t, so a block of positions is a contiguous block of rows.
@@ -41,6 +41,14 @@ at::Tensor diagonal_mask(int64_t t0, int64_t t1, int64_t rep, const at::TensorOp
   return pos.repeat_interleave(rep).unsqueeze(1) < pos.unsqueeze(0);
 }
 
+// A block of rows as bmm takes it without a copy of its own: float32 and float64 products take strided
+// views; bf16 ones (oneDNN) copy any view that is not a whole tensor or its transpose.
+at::Tensor whole(const at::Tensor& view) {
+  return view.scalar_type() == at::kFloat || view.scalar_type() == at::kDouble ? view : view.contiguous();
+}
+
+// Probabilities and score gradients are one contiguous (N, rows, t1) tensor per query block, and
+// every product takes whole tensors or their transposes: oneDNN's bf16 products copy any other view.
 struct CausalAttention : torch::autograd::Function<CausalAttention> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             double scale) {
@@ -48,20 +56,19 @@ struct CausalAttention : torch::autograd::Function<CausalAttention> {
     const at::Tensor Q = to_rows(q, d), K = k.reshape({d.N, d.T, d.D}), V = v.reshape({d.N, d.T, d.D});
     const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;  // scores and softmax
     const at::Tensor Qs = Q.to(acc), Ks = K.to(acc);
-    at::Tensor P = at::empty({d.N, d.T * d.rep, d.T}, q.options());  // only the blocks below the diagonal are written
     at::Tensor O = at::empty({d.N, d.T * d.rep, d.D}, q.options());
+    variable_list saved = {Q, K, V, O};  // then P of every query block
     for (int64_t i = 0; i < d.blocks(); ++i) {
       const int64_t t0 = i * kBlock, t1 = std::min(d.T, t0 + kBlock), r0 = t0 * d.rep, rows = (t1 - t0) * d.rep;
       at::Tensor S = at::bmm(Qs.narrow(1, r0, rows), Ks.narrow(1, 0, t1).transpose(1, 2));  // (N, rows, t1)
       S.narrow(2, t0, t1 - t0).masked_fill_(diagonal_mask(t0, t1, d.rep, q.options()),
                                              -std::numeric_limits<double>::infinity());
       S.mul_(scale);
-      at::Tensor Pi = P.narrow(1, r0, rows).narrow(2, 0, t1);
-      Pi.copy_(at::softmax(S, -1));
-      at::Tensor Oi = O.narrow(1, r0, rows);
-      at::bmm_out(Oi, Pi, V.narrow(1, 0, t1));
+      at::Tensor P = at::softmax(S, -1).to(q.scalar_type());
+      O.narrow(1, r0, rows).copy_(at::bmm(P, whole(V.narrow(1, 0, t1))));
+      saved.push_back(P);
     }
-    ctx->save_for_backward({Q, K, V, O, P});
+    ctx->save_for_backward(saved);
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["B"] = d.B;
     ctx->saved_data["H"] = d.H;
@@ -71,36 +78,36 @@ struct CausalAttention : torch::autograd::Function<CausalAttention> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &Q = saved[0], &K = saved[1], &V = saved[2], &O = saved[3], &P = saved[4];
+    const at::Tensor &Q = saved[0], &K = saved[1], &V = saved[2], &O = saved[3];
     const double scale = ctx->saved_data["scale"].toDouble();
     const Dims d(ctx->saved_data["B"].toInt(), ctx->saved_data["H"].toInt(), ctx->saved_data["Hkv"].toInt(),
                  K.size(1), K.size(2));
     const auto acc = Q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     const at::Tensor dO = to_rows(grad_out[0], d);
     const at::Tensor delta = (dO.to(acc) * O.to(acc)).sum(-1, /*keepdim=*/true);  // rowsum(dO o O) = rowsum(dP o P)
-    at::Tensor dS = at::empty_like(P), dQ = at::empty_like(Q);
+    at::Tensor dQ = at::empty_like(Q);
+    // Key position c is seen by query blocks from its own on: dK and dV sum one product per block, in `acc`.
+    at::Tensor dK = at::zeros(K.sizes(), K.options().dtype(acc)), dV = at::zeros(V.sizes(), V.options().dtype(acc));
     for (int64_t i = 0; i < d.blocks(); ++i) {
       const int64_t t0 = i * kBlock, t1 = std::min(d.T, t0 + kBlock), r0 = t0 * d.rep, rows = (t1 - t0) * d.rep;
-      const at::Tensor dOi = dO.narrow(1, r0, rows);
+      const at::Tensor& P = saved[4 + i];  // (N, rows, t1)
+      const at::Tensor dOi = whole(dO.narrow(1, r0, rows)), Qi = whole(Q.narrow(1, r0, rows));
+      const at::Tensor Ki = whole(K.narrow(1, 0, t1)), Vi = whole(V.narrow(1, 0, t1));
       // dS = P o (dO V^T - delta) scale: zero where the mask hid a key (P is 0 there).
-      at::Tensor g = at::bmm(dOi, V.narrow(1, 0, t1).transpose(1, 2)).to(acc);
-      g.sub_(delta.narrow(1, r0, rows)).mul_(P.narrow(1, r0, rows).narrow(2, 0, t1)).mul_(scale);
-      at::Tensor dSi = dS.narrow(1, r0, rows).narrow(2, 0, t1);
-      dSi.copy_(g);
-      at::Tensor dQi = dQ.narrow(1, r0, rows);
-      at::bmm_out(dQi, dSi, K.narrow(1, 0, t1));
+      at::Tensor g = at::bmm(dOi, Vi.transpose(1, 2)).to(acc);
+      g.sub_(delta.narrow(1, r0, rows)).mul_(P).mul_(scale);
+      const at::Tensor dS = g.to(Q.scalar_type());
+      dQ.narrow(1, r0, rows).copy_(at::bmm(dS, Ki));
+      if (acc == Q.scalar_type()) {
+        dK.narrow(1, 0, t1).baddbmm_(dS.transpose(1, 2), Qi);
+        dV.narrow(1, 0, t1).baddbmm_(P.transpose(1, 2), dOi);
+      } else {  // bf16 products, summed in float32
+        dK.narrow(1, 0, t1).add_(at::bmm(dS.transpose(1, 2), Qi));
+        dV.narrow(1, 0, t1).add_(at::bmm(P.transpose(1, 2), dOi));
+      }
     }
-    // Key block j is seen by the rows of its own and every later query block.
-    at::Tensor dK = at::empty_like(K), dV = at::empty_like(V);
-    for (int64_t j = 0; j < d.blocks(); ++j) {
-      const int64_t c0 = j * kBlock, cols = std::min(d.T, c0 + kBlock) - c0, r0 = c0 * d.rep, rows = d.T * d.rep - r0;
-      at::Tensor dKj = dK.narrow(1, c0, cols), dVj = dV.narrow(1, c0, cols);
-      at::bmm_out(dKj, dS.narrow(1, r0, rows).narrow(2, c0, cols).transpose(1, 2),
-                  Q.narrow(1, r0, rows));
-      at::bmm_out(dVj, P.narrow(1, r0, rows).narrow(2, c0, cols).transpose(1, 2),
-                  dO.narrow(1, r0, rows));
-    }
-    return {from_rows(dQ, d), dK.view({d.B, d.Hkv, d.T, d.D}), dV.view({d.B, d.Hkv, d.T, d.D}), at::Tensor()};
+    return {from_rows(dQ, d), dK.to(K.scalar_type()).view({d.B, d.Hkv, d.T, d.D}),
+            dV.to(V.scalar_type()).view({d.B, d.Hkv, d.T, d.D}), at::Tensor()};
   }
 };
 
