@@ -52,6 +52,8 @@ void bench_peft_step() {
   peft::LoadOptions load;
   load.dtype = dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
   auto base = peft::load_model(model_dir, load);
+  // PEFT_STEP_GRADIENT_CHECKPOINTING=1: each block recomputed in backward (train --gradient-checkpointing).
+  base->gradient_checkpointing = peft::bench::env_or("PEFT_STEP_GRADIENT_CHECKPOINTING", "0") == "1";
   at::manual_seed(0);
   peft::PeftModel pm(base, adapter_config(method, warmup));
   pm.train();
@@ -101,7 +103,8 @@ void bench_peft_step() {
                       {"dtype", dtype},               {"threads", at::get_num_threads()},
                       {"step_s", step_s},             {"allocate_s", allocate_s},
                       {"loss", losses},               {"peak_rss_bytes", peak_rss_bytes()},
-                      {"trainable", pm.trainable_parameters()}};
+                      {"trainable", pm.trainable_parameters()},
+                      {"gradient_checkpointing", base->gradient_checkpointing}};
   std::printf("%s\n", j.dump().c_str());
   std::fflush(stdout);
 }

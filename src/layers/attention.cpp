@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/compat.h"
+#include "peft/layers/checkpoint.h"
 #include "peft/layers/layers.h"
 
 namespace peft {
@@ -124,7 +125,8 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      bool causal, double scale) {
   const auto dtype = q.scalar_type();
-  const bool grad = at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad());
+  const bool grad = (at::GradMode::is_enabled() && (q.requires_grad() || k.requires_grad() || v.requires_grad())) ||
+                    in_checkpointed_forward();
   if (grad && causal && !mask.defined() && q.is_cpu() && q.size(2) == k.size(2) &&
       (dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kDouble)) {
     return causal_attention(q, k, v, scale);

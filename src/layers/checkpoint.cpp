@@ -12,6 +12,15 @@ namespace {
 
 using Block = std::function<at::Tensor(const at::Tensor&)>;
 
+thread_local bool checkpointed_forward = false;
+
+// Sets checkpointed_forward for one scope (nested blocks restore the outer value).
+struct CheckpointedForward {
+  bool outer = checkpointed_forward;
+  CheckpointedForward() { checkpointed_forward = true; }
+  ~CheckpointedForward() { checkpointed_forward = outer; }
+};
+
 // The block, kept alive in the autograd context until backward has run it again.
 struct BlockHolder : torch::CustomClassHolder {
   explicit BlockHolder(Block f) : fn(std::move(f)) {}
@@ -24,6 +33,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
     ctx->save_for_backward({x});
     at::NoGradGuard no_grad;
+    CheckpointedForward training_kernels;
     return fn(x);
   }
 
@@ -47,6 +57,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 };
 
 }  // namespace
+
+bool in_checkpointed_forward() { return checkpointed_forward; }
 
 at::Tensor checkpoint(const Block& fn, const at::Tensor& x) {
   if (!at::GradMode::is_enabled()) return fn(x);

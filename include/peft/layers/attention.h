@@ -14,7 +14,8 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
 
 // What the models call. `mask` is additive (broadcastable to (B, H, Tq, Tk)) or undefined; `causal`
 // lets query i see keys up to i + (Tk - Tq) (a KV cache). causal_attention where a gradient is
-// wanted on the CPU with no mask and Tq == Tk; libtorch's SDPA otherwise.
+// wanted (or in a checkpointed block's forward, which backward recomputes with one) on the CPU with no
+// mask and Tq == Tk; libtorch's SDPA otherwise.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
                      bool causal, double scale);
 

@@ -13,4 +13,9 @@ namespace peft {
 // parameter needs grad does it checkpoint; otherwise it is a plain call.
 at::Tensor checkpoint(const std::function<at::Tensor(const at::Tensor&)>& fn, const at::Tensor& x);
 
+// True inside checkpoint's first forward of a block (run without a graph, on this thread): kernels
+// that differ with and without a gradient take their training kernel there, so that forward and its
+// recomputation in backward compute the same numbers.
+bool in_checkpointed_forward();
+
 }  // namespace peft
