@@ -79,23 +79,36 @@ LossAndGrads train_step(PeftModel& pm, const Batch& b) {
   return {out.loss.item<double>(), pm.params().grads().clone()};
 }
 
+// The golden case's initial adapter in training mode, without dropout.
+std::shared_ptr<PeftModel> training_adapter(const std::string& name) {
+  auto pm = PeftModel::load(load_model(golden(name) + "/base"), golden(name) + "/adapter_init");
+  for (auto& m : pm->modules()) m.adapter->dropout = 0;
+  pm->train(true);
+  return pm;
+}
+
+// The first two rows of the golden case's first batch, the first one padded (id 0) at positions
+// from .. from + 4; labels are the ids, or -100 on the padding.
+Batch padded_rows(const std::string& name, int64_t from, bool labels_on_padding) {
+  Batch b;
+  b.input_ids = golden_batch(read_json(golden(name) + "/data.json"), 0).narrow(0, 0, 2).clone();
+  b.attention_mask = at::ones_like(b.input_ids);
+  b.attention_mask[0].narrow(0, from, 5).zero_();
+  b.input_ids[0].narrow(0, from, 5).fill_(0);
+  b.labels = labels_on_padding ? b.input_ids : b.input_ids.masked_fill(b.attention_mask.eq(0), -100);
+  return b;
+}
+
 // In training a right-padded batch is the sum of its rows: the loss is the token-weighted mean of the
 // rows' losses and the adapters' gradients the same mean of theirs (the padding mask is then not used).
 void expect_padded_training_equals_rows(const std::string& name) {
-  auto base = load_model(golden(name) + "/base");
-  auto pm = PeftModel::load(base, golden(name) + "/adapter_init");
-  for (auto& m : pm->modules()) m.adapter->dropout = 0;
-  pm->train(true);
-  auto ids = golden_batch(read_json(golden(name) + "/data.json"), 0).narrow(0, 0, 2).clone();
+  auto pm = training_adapter(name);
+  const auto ids = golden_batch(read_json(golden(name) + "/data.json"), 0);
   const int64_t T = ids.size(1), keep = T - 5;
-  Batch row0, row1, padded;
+  const Batch padded = padded_rows(name, keep, false);
+  Batch row0, row1;
   row0.input_ids = row0.labels = ids.narrow(0, 0, 1).narrow(1, 0, keep).clone();
   row1.input_ids = row1.labels = ids.narrow(0, 1, 1).clone();
-  padded.input_ids = ids.clone();
-  padded.input_ids[0].narrow(0, keep, T - keep).fill_(0);
-  padded.attention_mask = at::ones_like(ids);
-  padded.attention_mask[0].narrow(0, keep, T - keep).zero_();
-  padded.labels = padded.input_ids.masked_fill(padded.attention_mask.eq(0), -100);
   auto r0 = train_step(*pm, row0), r1 = train_step(*pm, row1), got = train_step(*pm, padded);
   const double n0 = static_cast<double>(keep - 1), n1 = static_cast<double>(T - 1);
   const double loss = (n0 * r0.loss + n1 * r1.loss) / (n0 + n1);
@@ -109,19 +122,10 @@ void expect_padded_training_equals_rows(const std::string& name) {
 // Where the padding is seen, by the loss (labels on padding) or by tokens (left padding), training
 // keeps the mask: its loss equals the evaluation's, which always applies it.
 void expect_seen_padding_masked_in_training(const std::string& name) {
-  auto base = load_model(golden(name) + "/base");
-  auto pm = PeftModel::load(base, golden(name) + "/adapter_init");
-  for (auto& m : pm->modules()) m.adapter->dropout = 0;
-  pm->train(true);
-  auto ids = golden_batch(read_json(golden(name) + "/data.json"), 0).narrow(0, 0, 2).clone();
-  const int64_t T = ids.size(1);
+  auto pm = training_adapter(name);
+  const int64_t T = golden_batch(read_json(golden(name) + "/data.json"), 0).size(1);
   for (bool left : {false, true}) {
-    Batch b;
-    b.input_ids = ids.clone();
-    b.attention_mask = at::ones_like(ids);
-    b.attention_mask[0].narrow(0, left ? 0 : T - 5, 5).zero_();
-    b.input_ids[0].narrow(0, left ? 0 : T - 5, 5).fill_(0);
-    b.labels = left ? b.input_ids.masked_fill(b.attention_mask.eq(0), -100) : b.input_ids;
+    const Batch b = padded_rows(name, left ? 0 : T - 5, /*labels_on_padding=*/!left);
     const double trained = pm->forward(b).loss.item<double>();
     at::NoGradGuard no_grad;
     const double evaluated = pm->forward(b).loss.item<double>();
