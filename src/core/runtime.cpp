@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "peft/core/flags.h"
+#include "peft/core/gemm.h"
 
 namespace peft {
 
@@ -27,7 +28,10 @@ namespace {
 // glibc serves every block above 32 MB (the logits of a large vocabulary, their gradient, the
 // softmax) with a fresh mmap and unmaps it when freed, so each step faults in and zeroes those
 // pages again: about a sixth of a SmolLM2 training step (bench/README.md). Served from the heap and
-// kept after free, they are reused instead. A GLIBC_TUNABLES that sets malloc options is left alone.
+// kept after free, they are reused instead. The heap is never trimmed either: a backward pass frees
+// more than a gigabyte at its top, and giving that back cost the next step 0.5-1 s of page faults
+// (SmolLM2, 4 x 256: 8 % of the step), so the process keeps its peak. A GLIBC_TUNABLES that sets
+// malloc options is left alone.
 void keep_large_blocks() {
 #if defined(__GLIBC__)
   static bool done = false;
@@ -36,7 +40,7 @@ void keep_large_blocks() {
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (tunables && std::string(tunables).find("glibc.malloc.") != std::string::npos) return;
   mallopt(M_MMAP_MAX, 0);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);  // give memory back only when 1 GB lies free at the top of the heap
+  mallopt(M_TRIM_THRESHOLD, -1);  // -1: never trim (mallopt(3))
 #endif
 }
 
@@ -59,6 +63,7 @@ int init_runtime() {
   }
   if (n < 1) n = 1;
   if (at::get_num_threads() != n) at::set_num_threads(n);
+  gemm_backend();  // a bad PEFT_GEMM stops here, before any work
   return at::get_num_threads();
 }
 

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "peft/layers/adapter.h"
+#include "peft/layers/frozen_linear.h"
 #include "peft/layers/lora_linear.h"
 
 namespace peft {
@@ -26,7 +27,9 @@ at::Tensor LinearImpl::forward(const at::Tensor& x) {
     }
   }
   at::Tensor y;
-  if (fan_in_fan_out_) {
+  if (!weight.requires_grad() && x.scalar_type() == weight.scalar_type()) {
+    y = frozen_linear(x, fan_in_fan_out_ ? weight.t() : weight, bias);
+  } else if (fan_in_fan_out_) {
     y = at::matmul(x, weight);
     if (bias.defined()) y = y + bias;
   } else {

@@ -4,6 +4,8 @@
 
 #include <torch/autograd.h>
 
+#include "peft/core/gemm.h"
+
 namespace peft {
 namespace {
 
@@ -13,12 +15,12 @@ using torch::autograd::variable_list;
 // y (n, out) = x W^T + b + scale (h A^T) B^T (no b when it is empty), with xa^T = A h^T (r, n) returned for backward.
 at::Tensor forward_2d(const at::Tensor& x, const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
                       const at::Tensor& A, const at::Tensor& B, double scale, at::Tensor& xa_t) {
-  at::Tensor y = bias.numel() > 0 ? at::addmm(bias, x, weight.t()) : at::mm(x, weight.t());
-  xa_t = at::mm(A, h.t());
+  at::Tensor y = bias.numel() > 0 ? peft::addmm(bias, x, weight.t()) : peft::mm(x, weight.t());
+  xa_t = peft::mm(A, h.t());
   if (A.scalar_type() == y.scalar_type()) {
-    y.addmm_(xa_t.t(), B.t(), 1.0, scale);
+    peft::addmm_(y, xa_t.t(), B.t(), 1.0, scale);
   } else {  // a bf16 base with float32 adapters: the sum in float32, rounded once into y, as PEFT's
-    y.add_(at::mm(xa_t.t(), B.t()), scale);
+    y.add_(peft::mm(xa_t.t(), B.t()), scale);
   }
   return y;
 }
@@ -52,7 +54,7 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
 
     // d(h A^T) = scale g B, kept as its transpose (r, n).
     at::Tensor gb_t;
-    if (need_x || need_h || need_A) gb_t = at::mm(B.t(), g_adapter.t()).mul_(scale);
+    if (need_x || need_h || need_A) gb_t = peft::mm(B.t(), g_adapter.t()).mul_(scale);
     at::Tensor grad_x, grad_h, grad_bias, grad_A, grad_B;
     auto in_shape = [&](const at::Tensor& t) {
       auto shape = grad_out[0].sizes().vec();
@@ -60,14 +62,14 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
       return t.view(shape);
     };
     if (need_x) {
-      grad_x = at::mm(g, weight);
-      if (same_input && ctx->needs_input_grad(1)) grad_x.addmm_(gb_t.t(), A);
+      grad_x = peft::mm(g, weight);
+      if (same_input && ctx->needs_input_grad(1)) peft::addmm_(grad_x, gb_t.t(), A);
       grad_x = in_shape(grad_x);
     }
-    if (need_h) grad_h = in_shape(at::mm(gb_t.t(), A));
+    if (need_h) grad_h = in_shape(peft::mm(gb_t.t(), A));
     if (need_bias) grad_bias = g.sum(0);
-    if (need_A) grad_A = at::mm(gb_t, h2);
-    if (need_B) grad_B = at::mm(xa_t, g_adapter).mul_(scale).t().contiguous();
+    if (need_A) grad_A = peft::mm(gb_t, h2);
+    if (need_B) grad_B = peft::mm(xa_t, g_adapter).mul_(scale).t().contiguous();
     return {grad_x, grad_h, at::Tensor(), grad_bias, grad_A, grad_B, at::Tensor()};
   }
 };

@@ -5,6 +5,7 @@
 
 #include "models/families.h"
 #include "peft/layers/attention.h"
+#include "peft/layers/frozen_linear.h"
 #include "peft/layers/layers.h"
 
 namespace peft {
@@ -91,7 +92,7 @@ class GPT2LMHeadModel : public Model {
     }
     x = transformer->ln_f->forward(x);
     ModelOutput out;
-    out.logits = lm_head ? lm_head->forward(x) : at::matmul(x, transformer->wte->weight.t());
+    out.logits = lm_head ? lm_head->forward(x) : tied_lm_head(x, transformer->wte->weight);
     if (b.labels.defined()) out.loss = causal_lm_loss(out.logits, b.labels);
     return out;
   }

@@ -5,6 +5,7 @@
 
 #include "models/families.h"
 #include "peft/layers/attention.h"
+#include "peft/layers/frozen_linear.h"
 #include "peft/layers/layers.h"
 
 namespace peft {
@@ -99,7 +100,7 @@ class LlamaForCausalLM : public Model {
     }
     h = model->norm->forward(h);
     ModelOutput out;
-    out.logits = lm_head ? lm_head->forward(h) : at::matmul(h, model->embed_tokens->weight.t());
+    out.logits = lm_head ? lm_head->forward(h) : tied_lm_head(h, model->embed_tokens->weight);
     if (b.labels.defined()) out.loss = causal_lm_loss(out.logits, b.labels);
     return out;
   }

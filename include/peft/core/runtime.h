@@ -10,7 +10,7 @@ namespace peft {
 // (glibc) has malloc reuse large blocks instead of mapping them afresh each time (unless GLIBC_TUNABLES
 // sets malloc options).
 // Returns the count in effect. Safe to call more than once. Throws std::invalid_argument when
-// PEFT_NUM_THREADS is set but is not a whole number >= 1.
+// PEFT_NUM_THREADS is set but is not a whole number >= 1, or PEFT_GEMM is not a backend (peft/core/gemm.h).
 int init_runtime();
 
 // How many cores' worth of CPU time the machine spent busy during the next `seconds` while this
