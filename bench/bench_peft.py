@@ -160,6 +160,18 @@ def mm2048_flops(threads, dtype):
     return 2 * 2048 ** 3 / best
 
 
+def gemm_limits(batch, seq, threads):
+    """`peft_bench gemm`: the step's float32 products timed alone on each GEMM backend of peft.cpp
+    (libtorch's BLAS, OpenBLAS) and which one is in effect; None where the program prints nothing."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PEFT_NUM_THREADS=str(threads),
+               PEFT_GEMM_SHAPE=f"{batch}x{seq}")
+    out = subprocess.run([os.path.join(ROOT, "build", "peft_bench"), "gemm"], env=env, capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    return None
+
+
 def run_side(side, row, model, tokens, warmup, steps, profile=None):
     method, dtype, batch, seq, threads = row
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PEFT_NUM_THREADS=str(threads),
@@ -226,7 +238,7 @@ def main(argv):
           + (" --profile" if args.profile else ""))
     header = ("| method | dtype | batch | threads | peft.cpp ms/step (median, mean) | PEFT ms/step (median, mean) | "
               "ratio | tokens/s ours, PEFT | update_and_allocate ms ours, PEFT | peak RSS GB ours, PEFT (ratio) | "
-              "step / 2048^3 rate | matmul shapes alone / step |")
+              "step / 2048^3 rate | shapes alone on torch / step | shapes alone on peft.cpp's GEMM / step |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     limits = {}
@@ -234,7 +246,7 @@ def main(argv):
     for row in rows:
         method, dtype, batch, seq, threads = row
         if dtype == "bfloat16" and not native_bf16:
-            print(f"| {method} | bf16 | {batch}x{seq} | {threads} | not run: no native bf16 on this CPU | | | | | | | |")
+            print(f"| {method} | bf16 | {batch}x{seq} | {threads} | not run: no native bf16 on this CPU | | | | | | | | |")
             continue
         tokens = os.path.join(cache, f"tokens-{batch}x{seq}.safetensors")
         if not os.path.exists(tokens):
@@ -253,8 +265,10 @@ def main(argv):
         key = (batch, seq, threads, dtype)
         if key not in limits:
             tdtype = torch.bfloat16 if dtype == "bfloat16" else torch.float32
-            limits[key] = matmul_limit_s(batch, seq, threads, tdtype) + (mm2048_flops(threads, tdtype),)
-        limit_s, flops, mm_rate = limits[key]
+            gemm = gemm_limits(batch, seq, threads) if dtype == "float32" else None
+            ours_limit = gemm[gemm["in_effect"]]["step_products_s"] if gemm else None
+            limits[key] = matmul_limit_s(batch, seq, threads, tdtype) + (mm2048_flops(threads, tdtype), ours_limit)
+        limit_s, flops, mm_rate, ours_limit_s = limits[key]
         mo = median(ours)
         ua = (f"{1e3 * sum(ua_ours) / len(ua_ours):.1f}, {1e3 * sum(ua_theirs) / len(ua_theirs):.1f}"
               if method == "adalora" else "-")
@@ -262,7 +276,8 @@ def main(argv):
               f"{1e3 * median(theirs):.0f}, {1e3 * sum(theirs) / len(theirs):.0f} | {mo / median(theirs):.2f} | "
               f"{batch * seq / mo:.0f}, {batch * seq / median(theirs):.0f} | {ua} | "
               f"{rss_ours / 1e9:.2f}, {rss_theirs / 1e9:.2f} ({rss_ours / rss_theirs:.2f}) | "
-              f"{flops / mo / mm_rate:.2f} | {limit_s / mo:.2f} |", flush=True)
+              f"{flops / mo / mm_rate:.2f} | {limit_s / mo:.2f} | "
+              f"{f'{ours_limit_s / mo:.2f}' if ours_limit_s else '-'} |", flush=True)
         if args.profile:
             name = f"{method}-{dtype}-{batch}x{seq}-{threads}"
             traces = {side: os.path.join(cache, f"profile-{name}-{side}.json") for side in ("peft.cpp", "PEFT")}

@@ -176,7 +176,7 @@ std::string gemm_backend_description() {
     return config.substr(0, space) + " (" + scipy_openblas_get_corename() + " kernels)";
 #endif
   }
-  return "libtorch";
+  return "libtorch's BLAS";
 }
 
 at::Tensor mm(const at::Tensor& a, const at::Tensor& b) {

@@ -2,7 +2,10 @@
 // across processes) -> clip -> AdamW -> update_and_allocate -> zero_grad, then log, evaluate and
 // checkpoint; exact resume.
 #include "peft/train/trainer.h"
+#include "peft/core/gemm.h"
 #include "peft/core/runtime.h"
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <chrono>
@@ -355,6 +358,11 @@ void Trainer::begin(TrainResult& res) {
     say("model: " + model_->config().architecture + ", " + std::to_string(peft_->modules().size()) + " adapted modules (" +
         peft_->config().method() + "), trainable " + std::to_string(peft_->trainable_parameters()) + " of " +
         std::to_string(peft_->total_parameters()) + " parameters\n");
+  }
+  if (device_.is_cpu()) {
+    const int threads = at::get_num_threads();
+    say("cpu: " + std::to_string(threads) + (threads == 1 ? " thread" : " threads") + ", float32 products on " +
+        gemm_backend_description() + " (PEFT_GEMM=openblas or libtorch chooses)\n");
   }
   if (eval_data_ && start_step_ == 0) res.eval_before = evaluate_and_log(0, "before training");
   interrupt_requested.store(false);

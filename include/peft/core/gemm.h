@@ -18,7 +18,7 @@ GemmBackend gemm_backend();
 // For tests and benchmarks: use `backend` from now on (throws if this build has no OpenBLAS).
 void set_gemm_backend(GemmBackend backend);
 bool openblas_available();
-// A line for the user: "OpenBLAS 0.3.34 (Haswell kernels)" or "libtorch (MKL)".
+// A line for the user: "OpenBLAS 0.3.34.481.3 (Haswell kernels)" or "libtorch's BLAS".
 std::string gemm_backend_description();
 
 // a (m, k) @ b (k, n) -> (m, n). Either operand may be a transposed view. Float32 CPU tensors go to the
