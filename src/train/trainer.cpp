@@ -361,8 +361,8 @@ void Trainer::begin(TrainResult& res) {
   }
   if (device_.is_cpu()) {
     const int threads = at::get_num_threads();
-    say("cpu: " + std::to_string(threads) + (threads == 1 ? " thread" : " threads") + ", float32 products on " +
-        gemm_backend_description() + " (PEFT_GEMM=openblas or libtorch chooses)\n");
+    say("cpu: " + std::to_string(threads) + (threads == 1 ? " thread" : " threads") + "; float32 products on " +
+        gemm_backend_description() + "; PEFT_GEMM=openblas or =libtorch chooses\n");
   }
   if (eval_data_ && start_step_ == 0) res.eval_before = evaluate_and_log(0, "before training");
   interrupt_requested.store(false);
