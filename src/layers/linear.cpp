@@ -17,13 +17,23 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", at::zeros({out_features}));
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) {
+at::Tensor LinearImpl::adapter_input(const at::Tensor& x) const {
+  if (!adapter || merged || adapter->rank() == 0) return x;
+  return x.to(adapter->parameters().front().second->scalar_type());
+}
+
+at::Tensor LinearImpl::forward(const at::Tensor& x) { return forward(x, at::Tensor()); }
+
+at::Tensor LinearImpl::forward(const at::Tensor& x, const at::Tensor& x_adapter) {
   if (adapter && !merged && adapter->rank() > 0 && !weight.requires_grad()) {
     // Base and adapter as one function; the adapter sees x in its own dtype (float32 on a bf16 base).
     AdapterLayer::LowRank lr = adapter->low_rank();
     if (x.scalar_type() == weight.scalar_type()) {
-      return lora_linear(x, adapter->apply_dropout(x.to(lr.A.scalar_type())), fan_in_fan_out_ ? weight.t() : weight,
-                         bias, lr.A, lr.B, lr.scale);
+      const at::Tensor h = x_adapter.defined() && x_adapter.scalar_type() == lr.A.scalar_type()
+                               ? x_adapter
+                               : x.to(lr.A.scalar_type());
+      return lora_linear(x, adapter->apply_dropout(h), fan_in_fan_out_ ? weight.t() : weight, bias, lr.A, lr.B,
+                         lr.scale);
     }
   }
   at::Tensor y;

@@ -22,9 +22,10 @@ struct LlamaAttention : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
                      KVCache* cache, size_t layer) {
     auto B = x.size(0), T = x.size(1);
-    auto q = q_proj->forward(x).view({B, T, heads, head_dim}).transpose(1, 2);
-    auto k = k_proj->forward(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
-    auto v = v_proj->forward(x).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    const at::Tensor xa = q_proj->adapter_input(x);  // one float32 copy of a bf16 x for the three adapters
+    auto q = q_proj->forward(x, xa).view({B, T, heads, head_dim}).transpose(1, 2);
+    auto k = k_proj->forward(x, xa).view({B, T, kv_heads, head_dim}).transpose(1, 2);
+    auto v = v_proj->forward(x, xa).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     q = Rope::apply(q, cos, sin);
     k = Rope::apply(k, cos, sin);
     if (cache) cache->append(layer, k, v);
@@ -43,7 +44,8 @@ struct LlamaMLP : torch::nn::Module {
     down_proj = register_module("down_proj", Linear(c.intermediate_size, c.hidden_size, c.mlp_bias));
   }
   at::Tensor forward(const at::Tensor& x) {
-    return down_proj->forward(activation(gate_proj->forward(x), act) * up_proj->forward(x));
+    const at::Tensor xa = gate_proj->adapter_input(x);
+    return down_proj->forward(activation(gate_proj->forward(x, xa), act) * up_proj->forward(x, xa));
   }
   std::string act;
   Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};

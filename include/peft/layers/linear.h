@@ -16,6 +16,13 @@ class LinearImpl : public torch::nn::Module {
   LinearImpl(int64_t in_features, int64_t out_features, bool bias, bool fan_in_fan_out = false);
 
   at::Tensor forward(const at::Tensor& x);
+  // The same, with x as the adapter reads it given: adapter_input(x) of this or another projection that
+  // reads the same x (q, k and v; gate and up), so that a bf16 x is copied to float32 once, not per
+  // projection. An x_adapter of another dtype than the adapter's is ignored.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& x_adapter);
+  // x in the dtype of this projection's adapter (a float32 copy for float32 adapters on a bf16 base),
+  // or x itself when there is no unmerged adapter.
+  at::Tensor adapter_input(const at::Tensor& x) const;
 
   int64_t in_features() const { return in_features_; }
   int64_t out_features() const { return out_features_; }
