@@ -2,13 +2,43 @@
 // RMSNorm in float32, RoPE frequencies in float32 (with linear and llama3 scaling), repeat_kv.
 #include "peft/layers/layers.h"
 
+#include <torch/autograd.h>
+
 #include <cmath>
 #include <limits>
 #include <stdexcept>
 
+#include "peft/core/bf16_rms_norm.h"
+
 namespace peft {
+namespace {
+
+// A bf16 RMSNorm with a frozen weight as one autograd function (core/bf16_rms_norm): the same
+// arithmetic as the ops below, without their float32 copies of x.
+struct Bf16RmsNorm : torch::autograd::Function<Bf16RmsNorm> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
+                            double eps) {
+    at::Tensor rstd;
+    at::Tensor y = bf16_rms_norm(x, weight, eps, rstd);
+    ctx->save_for_backward({x, weight, rstd});
+    return y;
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    return {bf16_rms_norm_backward(grad_out[0], saved[0], saved[1], saved[2]), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
+  if (x.scalar_type() == at::kBFloat16 && weight.scalar_type() == at::kBFloat16 && x.device().is_cpu() &&
+      !weight.requires_grad() && x.dim() >= 1 && x.size(-1) == weight.size(0)) {
+    if (at::GradMode::is_enabled() && x.requires_grad()) return Bf16RmsNorm::apply(x, weight, eps);
+    at::Tensor rstd;
+    return bf16_rms_norm(x, weight, eps, rstd);
+  }
   auto dtype = x.scalar_type();
   auto h = x.to(at::kFloat);
   auto var = h.pow(2).mean(-1, true);

@@ -17,9 +17,18 @@ LinearImpl::LinearImpl(int64_t in_features, int64_t out_features, bool with_bias
   if (with_bias) bias = register_parameter("bias", at::zeros({out_features}));
 }
 
+namespace {
+// A bf16 x goes to float32 adapter factors as it is (core/bf16_lowrank reads bf16) unless dropout must
+// first be applied to a float32 copy of it, as PEFT applies it.
+bool adapter_reads_bf16(const AdapterLayer& adapter, const at::Tensor& x) {
+  return x.scalar_type() == at::kBFloat16 && adapter.dtype() == at::kFloat && x.device().is_cpu() &&
+         !(adapter.dropout > 0.0 && adapter.training);
+}
+}  // namespace
+
 at::Tensor LinearImpl::adapter_input(const at::Tensor& x) const {
-  if (!adapter || merged || adapter->rank() == 0) return x;
-  return x.to(adapter->parameters().front().second->scalar_type());
+  if (!adapter || merged || adapter->rank() == 0 || adapter_reads_bf16(*adapter, x)) return x;
+  return x.to(adapter->dtype());
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) { return forward(x, at::Tensor()); }
@@ -29,11 +38,11 @@ at::Tensor LinearImpl::forward(const at::Tensor& x, const at::Tensor& x_adapter)
     // Base and adapter as one function; the adapter sees x in its own dtype (float32 on a bf16 base).
     AdapterLayer::LowRank lr = adapter->low_rank();
     if (x.scalar_type() == weight.scalar_type()) {
-      const at::Tensor h = x_adapter.defined() && x_adapter.scalar_type() == lr.A.scalar_type()
-                               ? x_adapter
-                               : x.to(lr.A.scalar_type());
-      return lora_linear(x, adapter->apply_dropout(h), fan_in_fan_out_ ? weight.t() : weight, bias, lr.A, lr.B,
-                         lr.scale);
+      const at::Tensor h = adapter_reads_bf16(*adapter, x) ? x
+                           : x_adapter.defined() && x_adapter.scalar_type() == lr.A.scalar_type()
+                               ? adapter->apply_dropout(x_adapter)
+                               : adapter->apply_dropout(x.to(lr.A.scalar_type()));
+      return lora_linear(x, h, fan_in_fan_out_ ? weight.t() : weight, bias, lr.A, lr.B, lr.scale);
     }
   }
   at::Tensor y;

@@ -4,6 +4,7 @@
 
 #include <torch/autograd.h>
 
+#include "peft/core/bf16_lowrank.h"
 #include "peft/core/gemm.h"
 
 namespace peft {
@@ -74,6 +75,58 @@ struct LoraLinear : torch::autograd::Function<LoraLinear> {
   }
 };
 
+// A bf16 base with float32 adapters reading x itself (no dropout): the rank-r products read and write bf16
+// directly, summing in float32 (core/bf16_lowrank), so x and its gradients are never copied to float32.
+at::Tensor forward_bf16(const at::Tensor& x2, const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& A,
+                        const at::Tensor& B, double scale, at::Tensor& xa) {
+  at::Tensor y = bias.numel() > 0 ? peft::addmm(bias, x2, weight.t()) : peft::mm(x2, weight.t());
+  xa = bf16_rows_dot(x2, A, 1.0);                       // (n, r)
+  bf16_rows_add_(y, xa, B.t().contiguous(), scale);     // y += scale xa B^T, rounded once
+  return y;
+}
+
+at::Tensor rows_of(const at::Tensor& t, int64_t cols) {
+  at::Tensor m = t.reshape({-1, cols});
+  return m.stride(1) == 1 ? m : m.contiguous();
+}
+
+struct LoraLinearBf16 : torch::autograd::Function<LoraLinearBf16> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                            const at::Tensor& A, const at::Tensor& B, double scale) {
+    const at::Tensor x2 = rows_of(x, x.size(-1));
+    at::Tensor xa;
+    at::Tensor y = forward_bf16(x2, weight, bias, A, B, scale, xa);
+    ctx->save_for_backward({x2, weight, A, B, xa});
+    ctx->saved_data["scale"] = scale;
+    auto out_shape = x.sizes().vec();
+    out_shape.back() = weight.size(0);
+    return y.view(out_shape);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x2 = saved[0], &weight = saved[1], &A = saved[2], &B = saved[3], &xa = saved[4];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const at::Tensor g = rows_of(grad_out[0], weight.size(0));  // (n, out) bf16
+    const bool need_x = ctx->needs_input_grad(0), need_bias = ctx->needs_input_grad(2);
+    const bool need_A = ctx->needs_input_grad(3), need_B = ctx->needs_input_grad(4);
+    at::Tensor grad_x, grad_bias, grad_A, grad_B;
+    at::Tensor gb;  // d(x A^T) = scale g B, (n, r)
+    if (need_x || need_A) gb = bf16_rows_dot(g, B.t().contiguous(), scale);
+    if (need_x) {
+      grad_x = peft::mm(g, weight);
+      bf16_rows_add_(grad_x, gb, A, 1.0);
+      auto shape = grad_out[0].sizes().vec();
+      shape.back() = weight.size(1);
+      grad_x = grad_x.view(shape);
+    }
+    if (need_bias) grad_bias = g.sum(0);
+    if (need_A) grad_A = bf16_outer(gb, x2, 1.0);
+    if (need_B) grad_B = bf16_outer(xa, g, scale).t().contiguous();
+    return {grad_x, at::Tensor(), grad_bias, grad_A, grad_B, at::Tensor()};
+  }
+};
+
 }  // namespace
 
 at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& h, const at::Tensor& weight, const at::Tensor& bias,
@@ -82,6 +135,15 @@ at::Tensor lora_linear(const at::Tensor& x, const at::Tensor& h, const at::Tenso
   const bool grad = at::GradMode::is_enabled() &&
                     (x.requires_grad() || h.requires_grad() || A.requires_grad() || B.requires_grad() ||
                      (bias.defined() && bias.requires_grad()));
+  const at::Tensor no_bias = bias.defined() ? bias : at::empty({0}, weight.options());
+  if (h.is_same(x) && x.scalar_type() == at::kBFloat16 && A.scalar_type() == at::kFloat && x.device().is_cpu()) {
+    if (grad) return LoraLinearBf16::apply(x, weight, no_bias, A.contiguous(), B, scale);
+    at::Tensor xa;
+    at::Tensor y = forward_bf16(rows_of(x, x.size(-1)), weight, no_bias, A.contiguous(), B, scale, xa);
+    auto out_shape = x.sizes().vec();
+    out_shape.back() = weight.size(0);
+    return y.view(out_shape);
+  }
   // An autograd function takes no undefined tensor: no bias is an empty one.
   if (grad) return LoraLinear::apply(x, h, weight, bias.defined() ? bias : at::empty({0}, weight.options()), A, B, scale);
   const int64_t in = x.size(-1);

@@ -22,7 +22,7 @@ struct LlamaAttention : torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& mask,
                      KVCache* cache, size_t layer) {
     auto B = x.size(0), T = x.size(1);
-    const at::Tensor xa = q_proj->adapter_input(x);  // one float32 copy of a bf16 x for the three adapters
+    const at::Tensor xa = q_proj->adapter_input(x);  // x as the three adapters read it (one copy at most)
     auto q = q_proj->forward(x, xa).view({B, T, heads, head_dim}).transpose(1, 2);
     auto k = k_proj->forward(x, xa).view({B, T, kv_heads, head_dim}).transpose(1, 2);
     auto v = v_proj->forward(x, xa).view({B, T, kv_heads, head_dim}).transpose(1, 2);

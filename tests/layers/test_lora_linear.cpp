@@ -103,28 +103,39 @@ TEST(LoraLinear, AdaLoraProjectionEqualsPeftsFormula) {
   }
 }
 
-// A bf16 base with float32 adapters (--bf16): the adapter runs in float32 on x's float32 copy and its
-// output is added before one rounding to bf16, as in PEFT, where bf16 + float32 promotes to float32.
+// A bf16 base with float32 adapters (--bf16): the adapter runs in float32 and its output is added before
+// one rounding to bf16, as in PEFT, where bf16 + float32 promotes to float32. Both fused paths: h a
+// float32 copy of x (dropout), and h = x read as bf16 (core/bf16_lowrank); sizes with vector tails.
 TEST(LoraLinear, Bf16BaseWithFloat32AdapterEqualsPeftsPromotion) {
-  std::vector<at::Tensor> res[2];
-  for (int fused = 0; fused < 2; ++fused) {
-    at::manual_seed(11);
-    at::Tensor x = at::randn({2, 6, 32}).to(at::kBFloat16).requires_grad_(true);
-    at::Tensor w = at::randn({48, 32}).to(at::kBFloat16);
-    at::Tensor A = at::randn({4, 32}).requires_grad_(true), B = at::randn({48, 4}).requires_grad_(true);
-    at::Tensor h = x.to(at::kFloat);
-    at::Tensor y = fused ? lora_linear(x, h, w, at::Tensor(), A, B, 2.5)
-                         : (at::linear(x, w) + at::linear(at::linear(h, A), B) * 2.5).to(at::kBFloat16);
-    ASSERT_EQ(y.scalar_type(), at::kBFloat16);
-    at::Tensor g = at::randn(y.sizes()).to(at::kBFloat16);
-    (y.to(at::kFloat) * g.to(at::kFloat)).sum().backward();
-    res[fused] = {y.detach().to(at::kFloat), x.grad().to(at::kFloat), A.grad(), B.grad()};
-  }
-  // y and x's gradient are bf16 (8 bits of mantissa: one rounding apart at most); A's and B's are
-  // float32 products of the same bf16 gradient.
-  const double tol[] = {1e-2, 1e-2, 1e-5, 1e-5};
-  for (int i = 0; i < 4; ++i) {
-    const at::Tensor &ref = res[0][i], &got = res[1][i];
-    EXPECT_LT((got - ref).abs().max().item<double>(), tol[i] * ref.abs().max().item<double>()) << "tensor " << i;
+  for (int64_t r : {5, 12}) {
+    std::vector<at::Tensor> res[3];
+    for (int mode = 0; mode < 3; ++mode) {
+      at::manual_seed(11);
+      at::Tensor x = at::randn({2, 6, 37}).to(at::kBFloat16).requires_grad_(true);
+      at::Tensor w = at::randn({50, 37}).to(at::kBFloat16), b = at::randn({50}).to(at::kBFloat16);
+      at::Tensor A = at::randn({r, 37}).requires_grad_(true), B = at::randn({50, r}).requires_grad_(true);
+      at::Tensor h = x.to(at::kFloat);
+      at::Tensor y = mode == 1   ? lora_linear(x, h, w, b, A, B, 2.5)
+                     : mode == 2 ? lora_linear(x, x, w, b, A, B, 2.5)
+                                 : (at::linear(x, w, b) + at::linear(at::linear(h, A), B) * 2.5).to(at::kBFloat16);
+      ASSERT_EQ(y.scalar_type(), at::kBFloat16);
+      at::Tensor g = at::randn(y.sizes()).to(at::kBFloat16);
+      (y.to(at::kFloat) * g.to(at::kFloat)).sum().backward();
+      res[mode] = {y.detach().to(at::kFloat), x.grad().to(at::kFloat), A.grad(), B.grad()};
+      if (mode == 2) {
+        at::NoGradGuard no_grad;
+        EXPECT_TRUE(lora_linear(x, x, w, b, A, B, 2.5).equal(y.detach())) << "no-grad path, rank " << r;
+      }
+    }
+    // y and x's gradient are bf16 (8 bits of mantissa: one rounding apart at most); A's and B's are
+    // float32 products of the same bf16 gradient.
+    const double tol[] = {1e-2, 1e-2, 1e-5, 1e-5};
+    for (int mode = 1; mode < 3; ++mode) {
+      for (int i = 0; i < 4; ++i) {
+        const at::Tensor &ref = res[0][i], &got = res[mode][i];
+        EXPECT_LT((got - ref).abs().max().item<double>(), tol[i] * ref.abs().max().item<double>())
+            << "rank " << r << " mode " << mode << " tensor " << i;
+      }
+    }
   }
 }

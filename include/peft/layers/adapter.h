@@ -22,6 +22,8 @@ class AdapterLayer {
   // Trainable tensors with PEFT's local names ("lora_A", "lora_E", "lora_B").
   virtual std::vector<std::pair<std::string, at::Tensor*>> parameters() = 0;
   virtual int64_t rank() const = 0;
+  // The dtype the adapter's factors are trained in (float32 on a bf16 base).
+  virtual at::ScalarType dtype() const = 0;
   // The delta as scale * B A, A (r, in) and B (out, r) (for AdaLoRA A is lora_A * lora_E), which the
   // projection uses to run base and adapter as one function (peft/layers/lora_linear.h).
   struct LowRank {
@@ -46,6 +48,7 @@ class LoraLayer : public AdapterLayer {
   at::Tensor delta_weight() const override;
   std::vector<std::pair<std::string, at::Tensor*>> parameters() override;
   int64_t rank() const override { return lora_A.size(0); }
+  at::ScalarType dtype() const override { return lora_A.scalar_type(); }
   LowRank low_rank() const override { return {lora_A, lora_B, scaling}; }
   // PEFT's init_lora_weights=True: A ~ kaiming_uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0.
   void reset_parameters();
@@ -64,6 +67,7 @@ class AdaLoraLayer : public AdapterLayer {
   at::Tensor delta_weight() const override;
   std::vector<std::pair<std::string, at::Tensor*>> parameters() override;
   int64_t rank() const override { return lora_A.size(0); }
+  at::ScalarType dtype() const override { return lora_A.scalar_type(); }
   LowRank low_rank() const override { return {lora_A * lora_E, lora_B, multiplier()}; }
   // PEFT's init: A, B ~ normal(0, 0.02), E = 0.
   void reset_parameters();

@@ -18,7 +18,8 @@ class EmbeddingImpl : public torch::nn::Module {
   at::Tensor weight;
 };
 
-// RMSNorm in float32, cast back to the input dtype before the weight (as Llama does).
+// RMSNorm in float32, cast back to the input dtype before the weight (as Llama does). A bf16 x with a
+// frozen bf16 weight runs as one function (core/bf16_rms_norm), the same arithmetic in one pass.
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps) : eps(eps) { weight = register_parameter("weight", at::ones({dim})); }

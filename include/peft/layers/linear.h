@@ -17,11 +17,12 @@ class LinearImpl : public torch::nn::Module {
 
   at::Tensor forward(const at::Tensor& x);
   // The same, with x as the adapter reads it given: adapter_input(x) of this or another projection that
-  // reads the same x (q, k and v; gate and up), so that a bf16 x is copied to float32 once, not per
-  // projection. An x_adapter of another dtype than the adapter's is ignored.
+  // reads the same x (q, k and v; gate and up), so that a bf16 x that needs a float32 copy (for dropout)
+  // is copied once, not per projection. An x_adapter of another dtype than the adapter's is ignored.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& x_adapter);
-  // x in the dtype of this projection's adapter (a float32 copy for float32 adapters on a bf16 base),
-  // or x itself when there is no unmerged adapter.
+  // x as this projection's adapter reads it: x itself when there is no unmerged adapter, when x has the
+  // adapter's dtype, or when float32 factors read a bf16 x directly (no dropout: core/bf16_lowrank);
+  // a float32 copy for float32 adapters with dropout on a bf16 base.
   at::Tensor adapter_input(const at::Tensor& x) const;
 
   int64_t in_features() const { return in_features_; }
