@@ -195,6 +195,23 @@ TEST(Models, CausalLossGradientIsAutogradsOfLogSoftmax) {
     EXPECT_TRUE(at::equal(logits.grad()[2], at::zeros({6, 50}, logits.options())));  // nothing to predict
     EXPECT_TRUE(at::equal(logits.grad().select(1, 5), at::zeros({3, 50}, logits.options())));
   }
+  // bf16 logits over a vocabulary large enough that the rows go in blocks (3 rows of 262145 per block).
+  {
+    auto logits = (at::randn({2, 9, 262145}) * 4).to(at::kBFloat16).requires_grad_(true);
+    auto labels = at::randint(0, 262145, {2, 9}, at::kLong);
+    labels[1][4] = -100;
+    auto loss = causal_lm_loss(logits, labels);
+    loss.backward();
+    auto ref_logits = logits.detach().to(at::kDouble).requires_grad_(true);
+    auto ref = at::nll_loss(at::log_softmax(ref_logits.narrow(1, 0, 8).reshape({-1, 262145}), -1),
+                            labels.narrow(1, 1, 8).reshape({-1}), {}, at::Reduction::Mean, -100);
+    ref.backward();
+    EXPECT_NEAR(loss.item<double>(), ref.item<double>(), 1e-6 * ref.item<double>());
+    // Gradients of about 1/(16 * 262145) per logit, rounded to bf16: within 2^-8 of each.
+    const at::Tensor got = logits.grad().to(at::kDouble), want = ref_logits.grad();
+    EXPECT_LE(((got - want).abs() - want.abs() * std::ldexp(1.0, -8)).max().item<double>(), 1e-12);
+    EXPECT_TRUE(at::equal(logits.grad().select(1, 8), at::zeros({2, 262145}, logits.options())));
+  }
   // No counted token: NaN, as transformers' mean over zero tokens.
   auto none = causal_lm_loss(at::randn({1, 4, 9}), at::full({1, 4}, -100, at::kLong));
   EXPECT_TRUE(std::isnan(none.item<double>()));
