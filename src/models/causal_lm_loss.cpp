@@ -57,8 +57,10 @@ struct CausalLmLoss : torch::autograd::Function<CausalLmLoss> {
 
 // bf16 (or half) logits: a float32 copy of them, and of exp(logits - max), would be twice their size
 // each (400 MB for 4 x 256 tokens of SmolLM2, 4 GB for 4 x 2048 of Llama 3's 128256). This works on
-// blocks of rows that stay in cache, keeps only each row's log-sum-exp, and takes the exp again in
-// backward, written straight into the bf16 gradient.
+// blocks of rows that stay in cache, keeps nothing the size of the logits, and takes the softmax again
+// in backward, written straight into the bf16 gradient: log_softmax and softmax in float32, as
+// transformers' cross-entropy takes them (and with their vectorised exp, several times faster here
+// than at::exp's).
 constexpr int64_t kBlockFloats = int64_t{1} << 20;  // float32 temporaries per block of rows: 4 MB
 
 struct CausalLmLossReduced : torch::autograd::Function<CausalLmLossReduced> {
@@ -68,26 +70,24 @@ struct CausalLmLossReduced : torch::autograd::Function<CausalLmLossReduced> {
     const at::Tensor y = labels.narrow(1, 1, T - 1).to(at::kLong);
     const at::Tensor valid = y.ne(-100);
     const at::Tensor target = y.masked_fill(valid.logical_not(), 0).unsqueeze(-1);
-    at::Tensor lse = at::empty({B, T - 1, 1}, x.options().dtype(at::kFloat));
+    at::Tensor nll = at::empty({B, T - 1, 1}, x.options().dtype(at::kFloat));
     const int64_t rows = std::max<int64_t>(1, kBlockFloats / std::max<int64_t>(1, V));
     for (int64_t b = 0; b < B; ++b) {
       for (int64_t t0 = 0; t0 < T - 1; t0 += rows) {
         const int64_t n = std::min(rows, T - 1 - t0);
-        at::Tensor e = x.select(0, b).narrow(0, t0, n).to(at::kFloat);
-        const at::Tensor max = at::amax(e, {-1}, true);
-        e.sub_(max).exp_();
-        lse.select(0, b).narrow(0, t0, n).copy_(max + e.sum(-1, true).log());
+        const at::Tensor log_p = at::log_softmax(x.select(0, b).narrow(0, t0, n), -1, at::kFloat);
+        nll.select(0, b).narrow(0, t0, n).copy_(log_p.gather(-1, target.select(0, b).narrow(0, t0, n)).neg_());
       }
     }
-    const at::Tensor nll = (lse - x.gather(-1, target).to(at::kFloat)).squeeze(-1).masked_fill_(valid.logical_not(), 0);
+    nll = nll.squeeze(-1).masked_fill_(valid.logical_not(), 0);
     const at::Tensor count = valid.sum().to(at::kFloat);
-    if (logits.requires_grad()) ctx->save_for_backward({logits, lse, target, valid, count});
+    if (logits.requires_grad()) ctx->save_for_backward({logits, target, valid, count});
     return nll.sum() / count;  // mean over the counted tokens; NaN when none count, as in transformers
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
-    const at::Tensor &logits = saved[0], &lse = saved[1], &target = saved[2], &valid = saved[3], &count = saved[4];
+    const at::Tensor &logits = saved[0], &target = saved[1], &valid = saved[2], &count = saved[3];
     const int64_t B = logits.size(0), T = logits.size(1), V = logits.size(2);
     // (softmax - onehot) * grad / count, 0 where the label is ignored and at the last position.
     const at::Tensor scale = (valid.to(at::kFloat) * (grad_out[0].to(at::kFloat) / count)).unsqueeze(-1);
@@ -97,8 +97,7 @@ struct CausalLmLossReduced : torch::autograd::Function<CausalLmLossReduced> {
       for (int64_t t0 = 0; t0 < T - 1; t0 += rows) {
         const int64_t n = std::min(rows, T - 1 - t0);
         const at::Tensor s = scale.select(0, b).narrow(0, t0, n);
-        at::Tensor p = logits.select(0, b).narrow(0, t0, n).to(at::kFloat);
-        p.sub_(lse.select(0, b).narrow(0, t0, n)).exp_().mul_(s);
+        at::Tensor p = at::softmax(logits.select(0, b).narrow(0, t0, n), -1, at::kFloat).mul_(s);
         p.scatter_add_(-1, target.select(0, b).narrow(0, t0, n), s.neg());
         grad.select(0, b).narrow(0, t0, n).copy_(p);
       }
