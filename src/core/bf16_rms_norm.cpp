@@ -35,10 +35,9 @@ PEFT_CLONES void forward_kernel(const uint16_t* X, int64_t ldx, const uint16_t* 
     const float rs = 1.0f / std::sqrt(sum_squares(x, D) / static_cast<float>(D) + eps);
     rstd[i] = rs;
     int64_t j = 0;
-    uint16_t n[W];
     for (; j + W <= D; j += W) {
-      store_bf16(n, load_bf16(x + j) * rs);           // h * rsqrt(...), rounded to bf16
-      store_bf16(y + j, load_bf16(w + j) * load_bf16(n));  // weight * that, a bf16 product
+      // h * rsqrt(...) rounded to bf16, times the weight: a bf16 product
+      store_bf16(y + j, load_bf16(w + j) * round_bf16(load_bf16(x + j) * rs));
     }
     for (; j < D; ++j) y[j] = to_bf16(to_float(w[j]) * to_float(to_bf16(to_float(x[j]) * rs)));
   }
@@ -53,18 +52,13 @@ PEFT_CLONES void backward_kernel(const uint16_t* G, int64_t ldg, const uint16_t*
     // g_n = dy * weight as the bf16 product autograd forms; s = sum g_n x.
     vf acc = {};
     int64_t j = 0;
-    uint16_t gn[W];
-    for (; j + W <= D; j += W) {
-      store_bf16(gn, load_bf16(g + j) * load_bf16(w + j));
-      acc += load_bf16(gn) * load_bf16(x + j);
-    }
+    for (; j + W <= D; j += W) acc += round_bf16(load_bf16(g + j) * load_bf16(w + j)) * load_bf16(x + j);
     float s = hsum(acc);
     for (; j < D; ++j) s += to_float(to_bf16(to_float(g[j]) * to_float(w[j]))) * to_float(x[j]);
     // d/dx of x * rs(x): g_n rs + x * (2 / D) * (-rs^3 / 2) * s.
     const float c = -s * rs * rs * rs / static_cast<float>(D);
     for (j = 0; j + W <= D; j += W) {
-      store_bf16(gn, load_bf16(g + j) * load_bf16(w + j));
-      store_bf16(dx + j, load_bf16(gn) * rs + load_bf16(x + j) * c);
+      store_bf16(dx + j, round_bf16(load_bf16(g + j) * load_bf16(w + j)) * rs + load_bf16(x + j) * c);
     }
     for (; j < D; ++j) dx[j] = to_bf16(to_float(to_bf16(to_float(g[j]) * to_float(w[j]))) * rs + to_float(x[j]) * c);
   }

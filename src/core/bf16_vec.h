@@ -46,8 +46,16 @@ PEFT_INLINE void store_bf16(uint16_t* p, vf v) {
   const vh h = __builtin_convertvector(bits, vh);
   std::memcpy(p, &h, sizeof h);
 }
+// v rounded to bf16 and back, in registers.
+PEFT_INLINE vf round_bf16(vf v) {
+  const vu u = (vu)v;
+  const vu rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  const vi is_nan = v != v;
+  return (vf)(is_nan ? vu{} + 0x7FC00000u : rounded);
+}
 PEFT_INLINE float to_float(uint16_t b) { return static_cast<float>(c10::BFloat16(b, c10::BFloat16::from_bits())); }
 PEFT_INLINE uint16_t to_bf16(float f) { return c10::BFloat16(f).x; }
+PEFT_INLINE float round_bf16(float v) { return to_float(to_bf16(v)); }
 PEFT_INLINE float hsum(vf v) {
   float s = 0;
   for (int64_t l = 0; l < W; ++l) s += v[l];

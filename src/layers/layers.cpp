@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "peft/core/bf16_rms_norm.h"
+#include "peft/core/bf16_rope.h"
 
 namespace peft {
 namespace {
@@ -27,6 +28,20 @@ struct Bf16RmsNorm : torch::autograd::Function<Bf16RmsNorm> {
                                                  torch::autograd::variable_list grad_out) {
     const auto saved = ctx->get_saved_variables();
     return {bf16_rms_norm_backward(grad_out[0], saved[0], saved[1], saved[2]), at::Tensor(), at::Tensor()};
+  }
+};
+
+// Rotary embedding of bf16 heads as one autograd function (core/bf16_rope), the ops' roundings in one pass.
+struct Bf16Rope : torch::autograd::Function<Bf16Rope> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos,
+                            const at::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return bf16_rope(x, cos, sin);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto saved = ctx->get_saved_variables();
+    return {bf16_rope_backward(grad_out[0], saved[0], saved[1]), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -77,6 +92,12 @@ std::pair<at::Tensor, at::Tensor> Rope::cos_sin(const at::Tensor& positions, at:
 }
 
 at::Tensor Rope::apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  if (x.scalar_type() == at::kBFloat16 && cos.scalar_type() == at::kBFloat16 && sin.scalar_type() == at::kBFloat16 &&
+      x.is_cpu() && x.dim() == 4 && cos.dim() == 3 && x.size(-1) % 2 == 0 && !cos.requires_grad() &&
+      !sin.requires_grad() && cos.sizes() == sin.sizes() && cos.size(0) == x.size(0) && cos.size(1) == x.size(2)) {
+    if (at::GradMode::is_enabled() && x.requires_grad()) return Bf16Rope::apply(x, cos, sin);
+    return bf16_rope(x, cos, sin);
+  }
   auto c = cos.unsqueeze(1), s = sin.unsqueeze(1);
   int64_t half = x.size(-1) / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
