@@ -8,11 +8,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
-#include <fstream>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+
+#include "peft/core/runtime.h"
 
 #if defined(PEFT_WITH_OPENBLAS)
 // The few functions of scipy-openblas32's libscipy_openblas (32-bit integers, names prefixed scipy_).
@@ -28,13 +29,7 @@ char* scipy_openblas_get_config(void);
 namespace peft {
 namespace {
 
-bool amd_cpu() {
-  std::ifstream in("/proc/cpuinfo");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind("vendor_id", 0) == 0) return line.find("AuthenticAMD") != std::string::npos;
-  }
-  return false;
-}
+bool amd_cpu() { return cpuinfo_field("vendor_id") == "AuthenticAMD"; }
 
 GemmBackend choose_backend() {
   const char* env = std::getenv("PEFT_GEMM");

@@ -105,15 +105,22 @@ std::string shared_cores_note(int threads, double seconds) {
   return os.str();
 }
 
-bool cpu_has_native_bf16() {
+std::string cpuinfo_field(const std::string& key) {
   std::ifstream in("/proc/cpuinfo");
   for (std::string line; std::getline(in, line);) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line);
-    for (std::string w; words >> w;)
-      if (w == "avx512_bf16" || w == "amx_bf16") return true;
-    return false;
+    if (line.rfind(key, 0) != 0) continue;
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos || line.find_first_not_of(" \t", key.size()) != colon) continue;
+    const size_t start = line.find_first_not_of(' ', colon + 1);
+    return start == std::string::npos ? "" : line.substr(start);
   }
+  return "";
+}
+
+bool cpu_has_native_bf16() {
+  std::istringstream words(cpuinfo_field("flags"));
+  for (std::string w; words >> w;)
+    if (w == "avx512_bf16" || w == "amx_bf16") return true;
   return false;
 }
 

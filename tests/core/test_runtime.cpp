@@ -1,9 +1,12 @@
-// The runtime settings: PEFT_NUM_THREADS is obeyed or refused with a message naming it, and the
-// check for other processes on the cores sees a thread that keeps one core busy.
+// The runtime settings: PEFT_NUM_THREADS is obeyed or refused with a message naming it, the check for
+// other processes on the cores sees a thread that keeps one core busy, /proc/cpuinfo's fields are read.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <regex>
 #include <string>
 #include <thread>
 
@@ -59,4 +62,19 @@ TEST(Runtime, BusyCoresSeesASpinningThread) {
   EXPECT_GE(busy, 0.7) << "one thread spinning for the whole measurement";
   EXPECT_NE(note.find("PEFT_NUM_THREADS=1"), std::string::npos) << note;
   EXPECT_EQ(peft::shared_cores_note(1, 0.01), "");  // one thread has no one to wait for
+}
+
+// cpuinfo_field against a regular expression over the file: the first "key<tabs> : value" line wins.
+TEST(Runtime, CpuinfoFieldReadsTheFirstLineOfItsKey) {
+  std::ifstream in("/proc/cpuinfo");
+  if (!in) GTEST_SKIP() << "no /proc/cpuinfo";
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (const std::string key : {"vendor_id", "flags", "model name"}) {
+    std::smatch m;
+    const std::regex line("(^|\n)" + key + "[ \t]*: ?([^\n]*)");
+    const std::string want = std::regex_search(text, m, line) ? m[2].str() : "";
+    EXPECT_EQ(peft::cpuinfo_field(key), want) << key;
+  }
+  EXPECT_EQ(peft::cpuinfo_field("no such key"), "");
+  EXPECT_EQ(peft::cpuinfo_field("flag"), "") << "a prefix of a key is not the key";
 }

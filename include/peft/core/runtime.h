@@ -22,6 +22,10 @@ double busy_cores(double seconds = 0.25);
 // Empty when `threads` is 1 or the cores are free. Takes `seconds` to measure.
 std::string shared_cores_note(int threads, double seconds = 0.25);
 
+// The value of the first "key : value" line of /proc/cpuinfo with this key ("vendor_id", "flags"), or
+// empty when there is none (or no /proc/cpuinfo).
+std::string cpuinfo_field(const std::string& key);
+
 // Whether the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16 in /proc/cpuinfo); without
 // it libtorch's bf16 matmul takes a slow path, often 50-200x slower than float32.
 bool cpu_has_native_bf16();
