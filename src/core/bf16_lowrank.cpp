@@ -189,7 +189,9 @@ at::Tensor bf16_outer(const at::Tensor& C_in, const at::Tensor& M, double scale)
     const float* c = C.const_data_ptr<float>();
     float* a = acc.data_ptr<float>();
     at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) outer_kernel(c, r, m, M.stride(0), L, n * t / blocks, n * (t + 1) / blocks, a + t * r * L);
+      for (int64_t t = b; t < e; ++t) {
+        outer_kernel(c, r, m, M.stride(0), L, n * t / blocks, n * (t + 1) / blocks, a + t * r * L);
+      }
     });
   }
   at::Tensor out = blocks == 1 ? acc[0] : acc.sum(0);

@@ -66,8 +66,7 @@ TEST(Runtime, BusyCoresSeesASpinningThread) {
 
 // cpuinfo_field against a regular expression over the file: the first "key<tabs> : value" line wins.
 TEST(Runtime, CpuinfoFieldReadsTheFirstLineOfItsKey) {
-  std::ifstream in("/proc/cpuinfo");
-  if (!in) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::ifstream in("/proc/cpuinfo");  // without the file every field is empty, which the regex agrees with
   const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   for (const std::string key : {"vendor_id", "flags", "model name"}) {
     std::smatch m;
